@@ -1,0 +1,42 @@
+"""Retrieval metrics from a square similarity matrix (DiDeMo paragraph-to-video: pair i is the positive of row i).
+
+Ranks are 0-based and pessimistic: a negative tied with the positive is ranked ahead of it, so a tie never
+flatters a model (a constant matrix gives every query the worst rank). NaN scores count against the model: a NaN
+negative ranks ahead of the positive, and a NaN positive gets the worst rank.
+
+``R@K = 100 * mean(rank < K)``, ``MdR = median(rank) + 1``, ``MnR = mean(rank) + 1`` (CLIP4Clip's definitions),
+for text-to-video on ``sim`` and video-to-text on ``sim.T``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+RECALL_KS = (1, 5, 10)
+METRIC_NAMES = tuple(f"{d}/{m}" for d in ("t2v", "v2t") for m in ("R@1", "R@5", "R@10", "MdR", "MnR"))
+
+
+def positive_ranks(sim: Tensor) -> Tensor:
+    """0-based rank of each row's diagonal entry among the row, ties and NaNs counted against it. [N, N] -> [N]."""
+    if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"retrieval metrics need a square similarity matrix, got {tuple(sim.shape)}")
+    positive = sim.diagonal()[:, None]  # [N, 1]
+    ahead = (sim >= positive) | sim.isnan()  # [N, N], includes the positive itself when it is not NaN
+    ranks = ahead.sum(dim=1) - 1
+    return torch.where(positive[:, 0].isnan(), torch.full_like(ranks, sim.shape[1] - 1), ranks)
+
+
+def rank_metrics(ranks: Tensor, prefix: str) -> dict[str, float]:
+    r = ranks.cpu().numpy().astype(np.float64)
+    out = {f"{prefix}/R@{k}": float(100.0 * np.mean(r < k)) for k in RECALL_KS}
+    out[f"{prefix}/MdR"] = float(np.median(r) + 1.0)
+    out[f"{prefix}/MnR"] = float(np.mean(r) + 1.0)
+    return out
+
+
+def retrieval_metrics(sim: Tensor) -> dict[str, float]:
+    """All ten metrics (``t2v/R@1`` ... ``v2t/MnR``) of a square text x video matrix."""
+    sim = sim.detach().float()
+    return {**rank_metrics(positive_ranks(sim), "t2v"), **rank_metrics(positive_ranks(sim.t()), "v2t")}

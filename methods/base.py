@@ -1,0 +1,182 @@
+"""The retrieval-method contract. Every method in ``methods/`` implements exactly this, nothing more.
+
+A method turns backbone features into a text x video score matrix and a loss::
+
+    text  = method.encode_text(batch)     # Rep: per-item tensors, dim 0 = texts   (independent per item)
+    video = method.encode_video(batch)    # Rep: per-item tensors, dim 0 = videos  (independent per item)
+    sim   = method.similarity(text, video)            # [Nt, Nv] logits (logit scale applied)
+    parts = method.loss(sim, text, video)             # {"loss": total, "<part>": ...}
+
+Batch keys (``FeatureBatch``, built by ``datasets`` + the backbone; masks are bool, True = real item)::
+
+    text_tokens [B, L, D]  every token position (SOT, words, EOT, padding), unnormalised
+    text_mask   [B, L]     True on SOT..EOT
+    text_eot    [B, D]     the sentence (EOT) feature, unnormalised
+    video_frames [B, F, D] per-frame CLS projections (padded slots hold the blank-frame feature), unnormalised
+    video_mask  [B, F]     True on real frames
+    index       [B]        dataset index of the (paragraph, video) pair
+
+Rules (what a method must not do): it never touches metrics, logging, data splits, model selection, the
+optimizer or the clock; it never encodes a split itself. The harness (``bench``) encodes each split once per
+evaluation, concatenates the reps, and calls ``similarity`` on text x video blocks, so ``similarity`` must
+give the same numbers for a block as for the corresponding slice of the whole matrix. In training the harness
+gathers the reps of all processes (with gradients) before calling ``training_forward``, so every loss sees the
+global batch.
+
+Why a ``LightningModule`` (and not a plain ``nn.Module``): methods get device/dtype handling,
+``save_hyperparameters`` (the constructor kwargs are the method's config and land in checkpoints) and
+``all_gather`` for free, and they can be dropped into a ``lightning.Fabric`` or ``lightning.Trainer`` as they are.
+The loop itself is ``bench.trainer`` (on Fabric), because the protocol needs things the stock ``Trainer`` loop
+does not give cheaply: validation at step 0, a training clock paused during evaluation, and bit-exact mid-epoch
+resume.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import math
+from typing import ClassVar
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from methods.parts.losses import symmetric_infonce
+
+Rep = dict[str, Tensor]
+FeatureBatch = dict[str, Tensor]
+
+
+class CostClass(enum.StrEnum):
+    """How the score of one (text, video) pair is computed at inference."""
+
+    INDEPENDENT = "independent"
+    """dot product of cached per-item embeddings: one GEMM for the whole matrix"""
+    PARTLY_PAIRWISE = "partly-pairwise"
+    """part of the score factorises into per-item embeddings, another part needs per-pair work"""
+    PAIRWISE = "pairwise"
+    """every pair needs its own non-factorisable computation"""
+
+
+class LogitScale(nn.Module):
+    """CLIP's temperature: ``logits = exp(log_scale) * scores``.
+
+    Fixed at ``value`` by default: in every official recipe the CLIP ``logit_scale`` trains at lr 1e-7 and is
+    clamped at ln 100, so it stays at 100. ``learnable=True`` makes it a parameter (in the backbone lr group,
+    clamped to <= ln ``value`` after every step by ``clamp_``).
+    """
+
+    def __init__(self, value: float = 100.0, learnable: bool = False) -> None:
+        super().__init__()
+        self.max_log = math.log(value)
+        log_scale = torch.tensor(self.max_log)
+        if learnable:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+
+    def forward(self, scores: Tensor) -> Tensor:
+        return self.log_scale.exp() * scores
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        self.log_scale.clamp_(max=self.max_log)
+
+
+class RetrievalMethod(L.LightningModule, abc.ABC):
+    """Abstract base of every registered method. Subclasses register with ``@register_method(name)``.
+
+    Args:
+        width: feature width D of the backbone (512 for CLIP ViT-B/32).
+        max_frames: F, frame slots per video (after padding).
+        max_words: L, token slots per text (after padding).
+        logit_scale: the fixed (initial) logit scale.
+        learnable_logit_scale: train the logit scale (at the backbone learning rate, clamped).
+    """
+
+    cost_class: ClassVar[CostClass]
+    max_eval_block: ClassVar[int] = 1024
+    """largest text/video block the harness should feed ``similarity`` (bounds evaluation memory)"""
+    method_name: str = "?"
+    """the registered name this instance was built under (set by ``methods.build_method``)"""
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        max_frames: int,
+        max_words: int,
+        logit_scale: float = 100.0,
+        learnable_logit_scale: bool = False,
+    ) -> None:
+        super().__init__()
+        for key, value in (("width", width), ("max_frames", max_frames), ("max_words", max_words)):
+            if value <= 0:
+                raise ValueError(f"{type(self).__name__}: {key} must be positive, got {value}")
+        self.width, self.max_frames, self.max_words = width, max_frames, max_words
+        self.logit_scale = LogitScale(logit_scale, learnable_logit_scale)
+
+    # --- the contract -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def encode_text(self, batch: FeatureBatch) -> Rep:
+        """Per-text representation; every tensor has the texts on dim 0."""
+
+    @abc.abstractmethod
+    def encode_video(self, batch: FeatureBatch) -> Rep:
+        """Per-video representation; every tensor has the videos on dim 0."""
+
+    @abc.abstractmethod
+    def similarity(self, text: Rep, video: Rep) -> Tensor:
+        """Logits ``[Nt, Nv]`` (the logit scale applied): row i = text i, column j = video j."""
+
+    def loss(self, sim: Tensor, text: Rep, video: Rep) -> dict[str, Tensor]:
+        """Training loss on a square in-batch matrix (pair i is the positive of row/column i).
+
+        Returns ``{"loss": total, ...named parts}``; the harness logs every entry as ``loss/<part>``.
+        """
+        return {"loss": symmetric_infonce(sim)}
+
+    def training_forward(self, text: Rep, video: Rep) -> dict[str, Tensor]:
+        """Similarity + loss for one (gathered) training batch. Override only to share work between the two."""
+        return self.loss(self.similarity(text, video), text, video)
+
+    # --- harness hooks ------------------------------------------------------------------------------------
+    def forward(self, batch: FeatureBatch) -> tuple[Rep, Rep]:
+        """Encode both modalities (the entry point a DDP wrapper sees)."""
+        return self.encode_text(batch), self.encode_video(batch)
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Optimizer groups of the method's own parameters.
+
+        Follows the CLIP4Clip-family rule: decay everything except biases (LayerNorm weights do decay). Each
+        group carries ``role``: ``"head"`` trains at the new-module lr, ``"backbone"`` at the backbone lr (the
+        learnable logit scale lives there, as CLIP's ``logit_scale`` does).
+        """
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            role = "backbone" if name.startswith("logit_scale.") else "head"
+            groups.setdefault((role, name.endswith("bias")), []).append(param)
+        return [
+            {"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "role": role}
+            for (role, no_decay), params in sorted(groups.items())
+        ]
+
+    def after_optimizer_step(self) -> None:
+        """Called by the harness after every optimizer step (clamps the logit scale)."""
+        self.logit_scale.clamp_()
+
+    def init_from_clip_text(self, text_model: nn.Module) -> None:
+        """Initialise temporal modules from a CLIP text tower, as the CLIP4Clip family does (no-op by default)."""
+        from methods.parts.temporal import SeqTransf
+
+        for module in self.modules():
+            if isinstance(module, SeqTransf):
+                module.init_from_clip_text(text_model)
+
+
+def normalize(x: Tensor, dim: int = -1, eps: float = 1e-12) -> Tensor:
+    """L2-normalise along ``dim`` (the same epsilon as ``torch.nn.functional.normalize``)."""
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
