@@ -56,8 +56,6 @@ class Registry(Generic[T]):
                     f"cannot register {_qualname(obj)} under the same name"
                 )
             self._items[name] = obj
-            if isinstance(obj, type):
-                obj.registry_name = name  # type: ignore[attr-defined]
             return obj
 
         return decorator

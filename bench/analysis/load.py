@@ -1,0 +1,313 @@
+"""Load a sweep's run log (``runs/<sweep>/``) into one validated, tidy table.
+
+The layout is the sweep runner's contract: ``sweep.yaml`` (resolved sweep config), one folder per run
+``<label>-s<seed>`` holding ``config.yaml``, ``status`` (running | done | failed), ``traceback.txt`` when failed,
+``data.json`` and ``metrics.csv`` (long format, columns ``COLUMNS``). ``results.csv`` (all runs concatenated) is
+only a fallback for a run whose own ``metrics.csv`` is missing.
+
+Nothing is dropped silently: every missing, failed, still-running, unknown, duplicated or inconsistent item becomes
+a message in ``SweepLog.warnings`` (also emitted with ``warnings.warn``). Only runs whose status is ``done`` and
+that have validation evaluations of the report metric enter the statistics; every planned run stays listed in
+``SweepLog.runs`` with its status, so a failed run is reported as failed, never as a slow one.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+COLUMNS = ("sweep", "run", "method", "seed", "step", "train_seconds", "split", "metric", "value")
+SPLITS = ("train", "val", "test", "time")
+RUN_FILES = ("config.yaml", "metrics.csv", "status")
+
+
+class SweepLogWarning(UserWarning):
+    """A problem in a sweep's run log (missing, failed, running or inconsistent runs)."""
+
+
+@dataclass(frozen=True)
+class SweepLog:
+    """A validated sweep: its config, the status of every planned run and the rows of the analysed runs."""
+
+    sweep_dir: Path
+    spec: dict[str, Any]
+    """The resolved ``sweep.yaml``."""
+    runs: pd.DataFrame
+    """One row per planned run: run, label, method, seed, status, included, evaluations, last_step, traceback."""
+    metrics: pd.DataFrame
+    """Rows (``COLUMNS``) of the included runs only; ``method`` is the sweep entry's label."""
+    data: dict[str, Any]
+    """``data.json`` of the first run that has one (empty when none does)."""
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name", self.sweep_dir.name))
+
+    @property
+    def trainer(self) -> dict[str, Any]:
+        return dict(self.spec.get("trainer") or {})
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.trainer["max_steps"])
+
+    @property
+    def labels(self) -> list[str]:
+        """Method labels in sweep order."""
+        return list(dict.fromkeys(self.runs["label"]))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    with open(path) as f:
+        content = yaml.safe_load(f)
+    return content if isinstance(content, dict) else {}
+
+
+def read_spec(sweep_dir: Path) -> dict[str, Any]:
+    """``sweep.yaml``, checked for the keys the analysis cannot do without (ValueError otherwise)."""
+    path = sweep_dir / "sweep.yaml"
+    if not path.is_file():
+        raise ValueError(f"{sweep_dir} has no sweep.yaml")
+    spec = read_yaml(path)
+    if not isinstance(spec.get("methods"), list) or not spec["methods"]:
+        raise ValueError(f"{path}: `methods` must be a non-empty list")
+    if not isinstance(spec.get("seeds"), list) or not spec["seeds"]:
+        raise ValueError(f"{path}: `seeds` must be a non-empty list")
+    max_steps = (spec.get("trainer") or {}).get("max_steps")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"{path}: `trainer.max_steps` must be a positive integer, got {max_steps!r}")
+    return spec
+
+
+def planned_runs(spec: dict[str, Any]) -> pd.DataFrame:
+    """The runs ``sweep.yaml`` asks for, in sweep order: run, label, method, seed."""
+    entries = [(str(m.get("label") or m["method"]), str(m["method"])) for m in spec["methods"]]
+    labels = [label for label, _ in entries]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"sweep.yaml: duplicate method labels {labels}")
+    rows = [(f"{label}-s{seed}", label, method, int(seed)) for label, method in entries for seed in spec["seeds"]]
+    return pd.DataFrame(rows, columns=["run", "label", "method", "seed"])
+
+
+def read_status(run_dir: Path) -> str:
+    """The status word; ``missing`` without a run folder, ``unknown`` without a status file."""
+    if not run_dir.is_dir():
+        return "missing"
+    path = run_dir / "status"
+    if not path.is_file():
+        return "unknown"
+    return path.read_text().strip() or "unknown"
+
+
+def last_traceback_line(run_dir: Path) -> str:
+    path = run_dir / "traceback.txt"
+    if not path.is_file():
+        return "no traceback.txt"
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return lines[-1] if lines else "traceback.txt is empty"
+
+
+def read_metrics_csv(path: Path) -> pd.DataFrame:
+    """A metrics table with the key columns as strings and the numeric columns parsed by the C reader."""
+    return pd.read_csv(path, dtype={c: str for c in ("sweep", "run", "method", "split", "metric")})
+
+
+class _ResultsFallback:
+    """``results.csv``, read at most once and only when a run lacks its own ``metrics.csv``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._frame = path, None
+
+    def rows(self, run: str) -> pd.DataFrame | None:
+        if self._frame is None:
+            self._frame = read_metrics_csv(self.path) if self.path.is_file() else pd.DataFrame()
+        if "run" not in self._frame:
+            return None
+        rows = self._frame[self._frame["run"] == run]
+        return rows if len(rows) else None
+
+
+def read_run_metrics(run_dir: Path, run: str, fallback: _ResultsFallback, notes: list[str]) -> pd.DataFrame | None:
+    """The run's own ``metrics.csv``, else its rows of ``results.csv`` (with a warning), else None."""
+    path = run_dir / "metrics.csv"
+    if path.is_file():
+        return read_metrics_csv(path)
+    rows = fallback.rows(run)
+    if rows is not None:
+        notes.append(f"{run}: no metrics.csv; using its {len(rows)} rows from results.csv (may be stale)")
+    return rows
+
+
+def _to_numbers(column: pd.Series) -> tuple[pd.Series, int]:
+    """The column as numbers, and how many non-empty cells were not numbers ("nan"/"inf" are numbers)."""
+    if pd.api.types.is_numeric_dtype(column):
+        return column, 0
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers, int((numbers.isna() & column.notna() & (column.str.lower() != "nan")).sum())
+
+
+def _coerce_numbers(frame: pd.DataFrame, run: str, notes: list[str]) -> pd.DataFrame:
+    frame = frame.copy()
+    for name in ("seed", "step", "train_seconds", "value"):
+        frame[name], unreadable = _to_numbers(frame[name])
+        if unreadable:
+            notes.append(f"{run}: {unreadable} {name} cells are not numbers (read as NaN)")
+    bad = frame[["seed", "step"]].isna().any(axis=1)
+    if bad.any():
+        notes.append(f"{run}: dropped {int(bad.sum())} rows without a step or seed")
+    frame = frame[~bad].astype({"seed": int, "step": int})
+    nan_scores = frame["split"].isin(["val", "test"]) & frame["value"].isna()
+    if nan_scores.any():
+        notes.append(f"{run}: {int(nan_scores.sum())} val/test values are NaN (they never meet a target)")
+    return frame
+
+
+def _align_keys(frame: pd.DataFrame, entry: Any, sweep: str, notes: list[str]) -> pd.DataFrame:
+    """Rows belong to the folder they were read from: report any disagreement, then use the planned keys."""
+    expected = {"sweep": sweep, "run": entry.run, "method": entry.label, "seed": entry.seed}
+    for column, value in expected.items():
+        wrong = frame[column] != value
+        if wrong.any():
+            found = [str(v) for v in frame.loc[wrong, column].unique()[:3]]
+            notes.append(f"{entry.run}: {int(wrong.sum())} rows have {column} in {found}, expected {value!r}")
+    return frame.assign(sweep=sweep, run=entry.run, method=entry.label, seed=entry.seed)
+
+
+def _drop_duplicates(frame: pd.DataFrame, run: str, notes: list[str]) -> pd.DataFrame:
+    duplicated = frame.duplicated(["run", "split", "metric", "step"], keep="last")
+    if duplicated.any():
+        notes.append(f"{run}: {int(duplicated.sum())} duplicate (run, split, metric, step) rows; kept the last of each")
+    return frame[~duplicated]
+
+
+def validate_metrics(frame: pd.DataFrame, entry: Any, sweep: str, notes: list[str]) -> pd.DataFrame | None:
+    """Check columns, keys, numbers and duplicates of one run's rows; None when the columns are unusable."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        notes.append(f"{entry.run}: metrics lack columns {missing}; run not analysed")
+        return None
+    extra = [c for c in frame.columns if c not in COLUMNS]
+    if extra:
+        notes.append(f"{entry.run}: ignored unexpected metrics columns {extra}")
+    unknown = sorted(set(frame["split"].unique()) - set(SPLITS))
+    if unknown:
+        notes.append(f"{entry.run}: rows with unknown split(s) {unknown} are ignored")
+    frame = _coerce_numbers(frame[list(COLUMNS)][frame["split"].isin(SPLITS)], entry.run, notes)
+    frame = _drop_duplicates(_align_keys(frame, entry, sweep, notes), entry.run, notes)
+    return frame.sort_values(["split", "metric", "step"], kind="stable").reset_index(drop=True)
+
+
+def protocol_notes(run: str, val_steps: np.ndarray, frame: pd.DataFrame, trainer: dict[str, Any]) -> list[str]:
+    """Warnings for a finished run whose evaluations do not follow the sweep's protocol."""
+    notes, max_steps, every = [], int(trainer["max_steps"]), trainer.get("val_every")
+    if val_steps.max() < max_steps:
+        notes.append(f"{run}: done but its last val evaluation is at step {val_steps.max()} < max_steps {max_steps}")
+    if isinstance(every, int) and every > 0:
+        expected = set(range(0, max_steps + 1, every)) | {0, max_steps}
+        missing, extra = sorted(expected - set(val_steps.tolist())), sorted(set(val_steps.tolist()) - expected)
+        if missing or extra:
+            notes.append(f"{run}: val evaluations differ from the protocol: missing steps {missing}, extra {extra}")
+    if trainer.get("eval_test") and not (frame["split"] == "test").any():
+        notes.append(f"{run}: trainer.eval_test is true but the run logged no test rows")
+    return notes
+
+
+def inclusion_note(run: str, status: str, val_steps: np.ndarray, max_steps: int, traceback: str) -> str | None:
+    """Why a run stays out of the statistics (None when it goes in)."""
+    last = f"step {val_steps.max()}" if len(val_steps) else "no evaluation yet"
+    reasons = {
+        "missing": f"{run}: planned in sweep.yaml but its folder does not exist (missing run)",
+        "unknown": f"{run}: no status file; not analysed (cannot tell whether it finished)",
+        "running": f"{run}: still running (last val evaluation: {last} of {max_steps}); not analysed",
+        "failed": f"{run}: FAILED ({traceback}); not analysed, listed as failed (not as a slow run)",
+    }
+    if status in reasons:
+        return reasons[status]
+    if status != "done":
+        return f"{run}: unrecognised status {status!r}; not analysed"
+    return None if len(val_steps) else f"{run}: done but has no val evaluations of the report metric; not analysed"
+
+
+def run_rows(run_dir: Path, entry: Any, status: str, sweep: str, fallback: _ResultsFallback, notes: list[str]):
+    """A planned run's validated rows, or None (no folder, no readable metrics, unusable columns)."""
+    if status == "missing":
+        return None
+    try:
+        frame = read_run_metrics(run_dir, entry.run, fallback, notes)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        notes.append(f"{entry.run}: unreadable metrics ({type(error).__name__}: {error})")
+        return None
+    if frame is None and status != "failed":
+        notes.append(f"{entry.run}: no metrics.csv and no rows in results.csv")
+    return validate_metrics(frame, entry, sweep, notes) if frame is not None else None
+
+
+def load_run(
+    sweep_dir: Path, entry: Any, spec: dict[str, Any], metric: str, fallback: _ResultsFallback, notes: list[str]
+) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """One planned run -> (its status row, its validated rows or None)."""
+    run_dir, sweep = sweep_dir / entry.run, str(spec.get("name", sweep_dir.name))
+    status = read_status(run_dir)
+    traceback = last_traceback_line(run_dir) if status == "failed" else ""
+    frame = run_rows(run_dir, entry, status, sweep, fallback, notes)
+    is_val = (frame["split"] == "val") & (frame["metric"] == metric) if frame is not None else None
+    val_steps = frame.loc[is_val, "step"].to_numpy() if frame is not None else np.array([], dtype=int)
+    reason = inclusion_note(entry.run, status, val_steps, int(spec["trainer"]["max_steps"]), traceback)
+    notes.extend([reason] if reason else protocol_notes(entry.run, val_steps, frame, spec["trainer"]))
+    row = entry._asdict() | {"status": status, "included": reason is None, "evaluations": len(val_steps)}
+    row |= {"last_step": int(val_steps.max()) if len(val_steps) else None, "traceback": traceback}
+    return row, frame
+
+
+def unexpected_folders(sweep_dir: Path, plan: pd.DataFrame) -> list[str]:
+    planned = set(plan["run"])
+    found = [p.name for p in sorted(sweep_dir.iterdir()) if p.is_dir() and any((p / f).exists() for f in RUN_FILES)]
+    return [f"{name}: run folder not planned in sweep.yaml; ignored" for name in found if name not in planned]
+
+
+def read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        notes.append(f"{path.parent.name}: unreadable data.json ({error})")
+        return None
+
+
+def read_data_info(sweep_dir: Path, runs: list[str], notes: list[str]) -> dict[str, Any]:
+    """The first run's ``data.json``; a warning for every run whose data.json differs from it."""
+    paths = {run: p for run in runs if (p := sweep_dir / run / "data.json").is_file()}
+    infos = {run: info for run, path in paths.items() if (info := read_json(path, notes)) is not None}
+    if not infos:
+        notes.append("no run has a readable data.json: dataset counts and calibration are unknown")
+        return {}
+    first_run, first = next(iter(infos.items()))
+    notes.extend(f"{run}: data.json differs from {first_run}'s" for run, info in infos.items() if info != first)
+    return first
+
+
+def empty_metrics() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float if c in ("train_seconds", "value") else object) for c in COLUMNS})
+
+
+def load_sweep(sweep_dir: Path | str, metric: str = "t2v/R@1") -> SweepLog:
+    """Read and validate ``runs/<sweep>/``; every problem becomes a warning (see the module docstring)."""
+    sweep_dir = Path(sweep_dir)
+    spec, notes = read_spec(sweep_dir), []
+    plan, fallback = planned_runs(spec), _ResultsFallback(sweep_dir / "results.csv")
+    loaded = [load_run(sweep_dir, entry, spec, metric, fallback, notes) for entry in plan.itertuples(index=False)]
+    runs = pd.DataFrame([row for row, _ in loaded])
+    frames = [frame for row, frame in loaded if row["included"]]
+    metrics = pd.concat(frames, ignore_index=True) if frames else empty_metrics()
+    notes += unexpected_folders(sweep_dir, plan)
+    data = read_data_info(sweep_dir, list(plan["run"]), notes)
+    for note in notes:
+        warnings.warn(note, SweepLogWarning, stacklevel=2)
+    return SweepLog(sweep_dir, spec, runs, metrics.astype({"seed": int}), data, tuple(notes))

@@ -1,0 +1,159 @@
+"""``python -m bench {sweep,train,report,perf,data,list}``: thin entry points over the library.
+
+Exit codes: 0 success; 1 some run failed (the others finished, see the summary); 2 bad input (unknown
+method/sweep/key, wrong type, bad value): a one-line error naming the source and key, and nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.config import ConfigError, load_sweep
+from methods.registry import RegistryError
+
+USAGE_ERRORS = (ConfigError, RegistryError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sweep = sub.add_parser("sweep", help="run a sweep (methods x seeds), then write its report")
+    sweep.add_argument("sweep", help="a shipped sweep name (bench/configs/sweeps/) or a path to a sweep YAML")
+    _dirs(sweep)
+    sweep.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sweep.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    sweep.add_argument("--export", choices=("wandb", "slurm"), help="write a wandb sweep / SLURM array and exit")
+    train = sub.add_parser("train", help="train (or resume) one run of a sweep")
+    train.add_argument("sweep")
+    train.add_argument("--run", required=True, help="run name, e.g. glscl-s0")
+    _dirs(train)
+    train.add_argument("--no-progress", action="store_true")
+    report = sub.add_parser("report", help="rebuild reports/<sweep>/ from the run log alone")
+    report.add_argument("sweep", help="sweep name (its run log is runs/<sweep>/)")
+    _dirs(report)
+    perf = sub.add_parser("perf", help="performance benchmark -> reports/bench/bench.{json,md}")
+    perf.add_argument("--quick", action="store_true", help="tiny shapes and few repetitions (seconds)")
+    perf.add_argument("--out", type=Path, default=Path("reports/bench"))
+    sub.add_parser("list", help="registered methods, datasets and shipped sweeps")
+    _add_data_parser(sub)
+    return parser
+
+
+def _dirs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run log root (default runs/)")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"), help="report root (default reports/)")
+
+
+def _add_data_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparser type
+    from bench import data_cmd
+
+    data_cmd.add_parser(sub)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.sweep import run_sweep
+
+    if args.jobs <= 0:
+        raise ConfigError(f"--jobs must be positive, got {args.jobs}")
+    sweep = load_sweep(args.sweep)
+    if args.export:
+        from bench.export import export_sweep
+
+        path = export_sweep(sweep, args.export, args.runs_dir, args.sweep)
+        print(f"wrote {path}")
+        return 0
+    outcomes = run_sweep(sweep, args.runs_dir, jobs=args.jobs, progress=not args.no_progress)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not args.no_report:
+        _report(sweep.name, args.runs_dir, args.reports_dir)
+    done = sum(o.status in ("done", "skipped") for o in outcomes)
+    print(f"sweep {sweep.name}: {done}/{len(outcomes)} runs done, {len(failed)} failed")
+    for outcome in failed:
+        print(f"  {outcome.line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bench.runlog import write_yaml
+    from bench.sweep import check_compatible, run_one
+
+    sweep = load_sweep(args.sweep)
+    runs = {cfg.run: cfg for cfg in sweep.runs()}
+    if args.run not in runs:
+        from methods.registry import suggest
+
+        raise ConfigError(f"sweep {sweep.name!r} has no run {args.run!r}{suggest(args.run, runs)} ({', '.join(runs)})")
+    sweep_dir = args.runs_dir / sweep.name
+    check_compatible(sweep_dir, [runs[args.run]])
+    write_yaml(sweep_dir / "sweep.yaml", sweep.to_dict())
+    outcome = run_one(runs[args.run], sweep_dir, progress=not args.no_progress)
+    print(outcome.line)
+    return 1 if outcome.status == "failed" else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    sweep_dir = args.runs_dir / args.sweep
+    if "/" in args.sweep or not (sweep_dir / "sweep.yaml").is_file():
+        raise ConfigError(f"no run log for sweep {args.sweep!r}: {sweep_dir / 'sweep.yaml'} does not exist")
+    _report(args.sweep, args.runs_dir, args.reports_dir)
+    return 0
+
+
+def _report(name: str, runs_dir: Path, reports_dir: Path) -> None:
+    from bench.analysis import write_report
+    from bench.runlog import collect_results
+
+    collect_results(runs_dir / name)
+    path = write_report(runs_dir / name, reports_dir / name)
+    print(f"report: {path}")
+    from bench.mirror_report import mirror_targets
+
+    mirror_targets(runs_dir / name)
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from bench.perf import main as perf_main
+
+    return perf_main(quick=args.quick, out=args.out)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.config import shipped_sweeps
+    from datasets import list_datasets
+    from methods import METHODS, list_methods
+
+    for name in list_methods():
+        print(f"method   {name:12s} {METHODS.get(name).cls.cost_class.value}")
+    for name in list_datasets():
+        print(f"dataset  {name}")
+    for name in shipped_sweeps():
+        print(f"sweep    {name}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from bench import data_cmd
+
+    return data_cmd.run(args)
+
+
+COMMANDS = {
+    "sweep": cmd_sweep,
+    "train": cmd_train,
+    "report": cmd_report,
+    "perf": cmd_perf,
+    "list": cmd_list,
+    "data": cmd_data,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except USAGE_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

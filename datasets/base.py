@@ -1,0 +1,153 @@
+"""The data contract: a ``RetrievalDataModule`` gives three splits of (paragraph, video) pairs and the backbone that
+turns its batches into method features.
+
+- A split (``RetrievalSplit``) is indexed by a *list* of item indices and returns a whole batch (a dict of
+  tensors with ``index`` = the item indices). Fetching whole batches lets in-memory feature stores slice
+  tensors once per batch instead of collating per item; a split that decodes videos does its per-item work
+  inside ``__getitem__`` and runs in ``DataLoader`` workers.
+- The batch of a frozen-regime split already holds features (``methods.base.FeatureBatch`` keys); the batch of
+  a trainable-backbone split holds raw inputs (token ids, pixels) and ``backbone()`` encodes them.
+- Data order is the harness's (``bench.trainer``): a pure function of (seed, epoch), so runs resume exactly.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from methods.registry import Registry
+
+FEATURE_KEYS = ("text_tokens", "text_mask", "text_eot", "video_frames", "video_mask", "index")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class FeatureDims:
+    """Shapes the methods are built for: feature width D, frame slots F, token slots L."""
+
+    width: int
+    max_frames: int
+    max_words: int
+
+    def as_kwargs(self) -> dict[str, int]:
+        return {"width": self.width, "max_frames": self.max_frames, "max_words": self.max_words}
+
+
+class RetrievalSplit(Dataset, abc.ABC):
+    """One split; ``split[[i, j, ...]]`` returns the batch of those items."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, indices: list[int]) -> dict[str, Tensor]: ...
+
+
+class Backbone(nn.Module):
+    """Maps a split's batch to a ``FeatureBatch``. Its trainable parameters train at the backbone lr."""
+
+    text_model: nn.Module | None = None
+    """a CLIP text tower to initialise temporal modules from (``None`` without a real CLIP)"""
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (no_decay if name.endswith("bias") else decay).append(param)
+        return [
+            {"params": decay, "weight_decay": weight_decay, "role": "backbone"},
+            {"params": no_decay, "weight_decay": 0.0, "role": "backbone"},
+        ]
+
+
+class FeatureBackbone(Backbone):
+    """Frozen regime: the batch already holds features. With ``adapter=True`` an identity-initialised linear map
+    (one for frames, one for tokens and the sentence) is trained on top, at the backbone lr."""
+
+    def __init__(self, width: int, adapter: bool = False) -> None:
+        super().__init__()
+        self.frame_adapter = _identity_linear(width) if adapter else None
+        self.text_adapter = _identity_linear(width) if adapter else None
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.frame_adapter is None:
+            return batch
+        return {
+            **batch,
+            "text_tokens": self.text_adapter(batch["text_tokens"]),
+            "text_eot": self.text_adapter(batch["text_eot"]),
+            "video_frames": self.frame_adapter(batch["video_frames"]),
+        }
+
+
+def _identity_linear(width: int) -> nn.Linear:
+    layer = nn.Linear(width, width)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(width))
+        layer.bias.zero_()
+    return layer
+
+
+class RetrievalDataModule(L.LightningDataModule, abc.ABC):
+    """A dataset behind the harness. Subclasses register with ``@register_dataset(name)``; their typed
+    constructor signature is their config schema (the ``data:`` section of a run config)."""
+
+    synthetic: bool = False
+    """True for generated data: reports then say "synthetic proxy" in their title"""
+    title: str = "?"
+
+    @property
+    @abc.abstractmethod
+    def dims(self) -> FeatureDims: ...
+
+    @abc.abstractmethod
+    def split(self, name: str) -> RetrievalSplit:
+        """The split ``name`` (one of ``SPLITS``); call after ``setup()``."""
+
+    @abc.abstractmethod
+    def backbone(self) -> Backbone:
+        """A fresh backbone for one run (identity for feature stores, CLIP for trainable regimes)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts written next to every run (loaded counts per split, missing files, calibration, protocol)."""
+        return {"name": type(self).__name__, "synthetic": self.synthetic, "title": self.title}
+
+    @property
+    def num_workers(self) -> int:
+        return 0
+
+    def loader(self, name: str, batch_sampler) -> DataLoader:  # noqa: ANN001 - any iterable of index lists
+        """A ``DataLoader`` that yields whole batches for the index lists of ``batch_sampler``."""
+        workers = self.num_workers
+        return DataLoader(
+            self.split(name),
+            sampler=batch_sampler,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=False,
+            prefetch_factor=2 if workers else None,
+        )
+
+    # Lightning's hooks, for users who drive a module with a stock ``lightning.Trainer``.
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", _chunks(torch.randperm(len(self.split("train"))).tolist(), 32))
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val", _chunks(list(range(len(self.split("val")))), 256))
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test", _chunks(list(range(len(self.split("test")))), 256))
+
+
+def _chunks(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+DATASETS: Registry[type[RetrievalDataModule]] = Registry("dataset")
+register_dataset = DATASETS.register

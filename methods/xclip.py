@@ -1,0 +1,90 @@
+"""X-CLIP: multi-grained contrast with attention over similarity matrices (AOSM).
+
+Paper: Ma et al., "X-CLIP: End-to-End Multi-grained Contrastive Learning for Video-Text Retrieval", ACM MM'22,
+arXiv 2207.07285. Reference code: github.com/xuguohai/X-CLIP @6b5344f (``modules/modeling_xclip.py``,
+``loose_type`` + ``seqTransf``). Spec: ``reference/baselines-and-didemo.md`` 2.3. Not Hugging Face's
+``XCLIPModel`` (Ni et al.'s video-recognition X-CLIP).
+
+Representations (t, w_i, f_j L2-normalised):
+- t: sentence (EOT) feature; w_i, i = 1..L: every token slot (SOT, words, EOT, padding);
+- v: the CLIP4Clip-seqTransf video vector (masked mean of normalised seqTransf outputs, renormalised);
+- f_j, j = 1..F: the frame features *before* seqTransf (``use_original_clip_for_frame_features``), padded
+  slots included.
+Four scores (``methods.parts.aosm.FourScores``): video-sentence ``t^T G v``, video-word AttnSum over
+``w_i . v``, sentence-frame AttnSum over ``t . f_j``, frame-word AOSM on ``M_ij = w_i^T W_loc f_j``; the
+logit is the logit scale times their mean. Loss: symmetric InfoNCE. Every pair needs its own softmaxes over
+an L x F matrix, so the cost class is pairwise; all features are cached per item (G and W_loc are applied
+once per text in ``encode_text``).
+
+Deviations from the official code:
+- ``mask_padding=True`` (off by default) is our addition: padded token and frame slots then take no part in
+  any AOSM softmax or sum. The default keeps the official behaviour (all L token and F frame slots count).
+- Parameter names follow ``FourScores`` (the mapping to the official names is in its docstring).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from methods import register_method
+from methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
+from methods.parts.aosm import FourScores
+from methods.parts.pooling import masked_mean_of_normalized
+from methods.parts.temporal import SeqTransf
+
+
+@register_method("xclip")
+class XCLIP(RetrievalMethod):
+    """X-CLIP (Ma et al.) on frozen or trainable CLIP features.
+
+    Args:
+        temporal_layers: seqTransf blocks (4, as released).
+        temporal_heads: seqTransf attention heads (8, as released).
+        mask_padding: exclude padded token and frame slots from the AOSM scores (off = official).
+    """
+
+    cost_class = CostClass.PAIRWISE
+    max_eval_block = 64
+    """64 x 64 pairs at D=512, L=F=64: 0.25 GiB of intermediates (measured by tests/test_xclip.py)"""
+
+    def __init__(
+        self, *, temporal_layers: int = 4, temporal_heads: int = 8, mask_padding: bool = False, **base
+    ) -> None:
+        super().__init__(**base)
+        self.mask_padding = mask_padding
+        self.temporal = SeqTransf(self.width, layers=temporal_layers, heads=temporal_heads)
+        self.head = FourScores(self.width, self.max_words, self.max_frames)
+
+    def encode_text(self, batch: FeatureBatch) -> Rep:
+        sentence = normalize(batch["text_eot"])  # [A, D]
+        words = normalize(batch["text_tokens"])  # [A, L, D]
+        return {
+            "sentence": sentence,
+            "sentence_g": self.head.project_sentence(sentence),  # [A, D]
+            "words": words,
+            "words_loc": self.head.project_words(words),  # [A, L, D]
+            "word_mask": batch["text_mask"],  # [A, L]
+        }
+
+    def encode_video(self, batch: FeatureBatch) -> Rep:
+        frames, mask = batch["video_frames"], batch["video_mask"]  # [B, F, D], [B, F]
+        return {
+            "video": masked_mean_of_normalized(self.temporal(frames, mask), mask),  # [B, D]
+            "frames": normalize(frames),  # [B, F, D]: pre-seqTransf
+            "frame_mask": mask,
+        }
+
+    def similarity(self, text: Rep, video: Rep) -> Tensor:
+        return self.logit_scale(self.score_parts(text, video).mean(0))  # [A, B]
+
+    def score_parts(self, text: Rep, video: Rep) -> Tensor:
+        """The four unscaled scores ``[4, A, B]`` (video-sentence, video-word, sentence-frame, frame-word)."""
+        video_sentence = text["sentence_g"] @ video["video"].t()  # [A, B]
+        video_word = torch.einsum("atd,bd->abt", text["words"], video["video"])  # [A, B, L]
+        sentence_frame = torch.einsum("ad,bfd->abf", text["sentence"], video["frames"])  # [A, B, F]
+        frame_word = torch.einsum("atd,bfd->abtf", text["words_loc"], video["frames"])  # [A, B, L, F]
+        word_mask = frame_mask = None
+        if self.mask_padding:
+            word_mask, frame_mask = text["word_mask"][:, None], video["frame_mask"][None]  # [A, 1, L], [1, B, F]
+        return self.head(video_sentence, video_word, sentence_frame, frame_word, word_mask, frame_mask)

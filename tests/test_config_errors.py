@@ -1,0 +1,93 @@
+"""Bad input: one clear line naming the source and key, exit code 2, nothing written under runs/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.config import load_sweep, shipped_sweeps
+
+GOOD = """
+methods: [meanp]
+seeds: [0]
+data: {name: proxy, train_videos: 64, val_videos: 16, test_videos: 16}
+trainer: {max_steps: 2, val_every: 1, batch_size: 8}
+"""
+
+
+def run_cli(tmp_path: Path, text: str, capsys, name: str = "bad.yaml") -> tuple[int, str]:
+    path = tmp_path / name
+    path.write_text(text)
+    rc = main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports")])
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+CASES = [
+    ("methods: [glscll]\nseeds: [0]\n", ["unknown method 'glscll'", "did you mean 'glscl'"]),
+    ("methods: []\n", ["methods is empty"]),
+    ("methods: [meanp]\nseeds: [0, 1, 0]\n", ["seeds collide", "[0]"]),
+    ("methods: [meanp]\nseeds: ['0']\n", ["seeds[0]", "expected an integer"]),
+    ("methods: [meanp]\ntrainer: {max_step: 5}\n", ["trainer", "unknown key 'max_step'", "did you mean 'max_steps'"]),
+    ("methods: [meanp]\ntrainer: {max_steps: ten}\n", ["trainer.max_steps", "expected an integer", "'ten'"]),
+    ("methods: [meanp]\ntrainer: {val_every: 0}\n", ["val_every must be positive"]),
+    ("methods: [meanp]\ntrainer: {lr: -1.0e-4}\n", ["lr must not be negative"]),
+    ("methods: [meanp]\ntrainer: {optimizer: sgd}\n", ["trainer.optimizer", "'sgd' is not one of"]),
+    ("methods: [meanp]\ndata: {name: proxy, val_videos: 0}\n", ["data.val_videos must be positive"]),
+    ("methods: [meanp]\ndata: {name: proxi}\n", ["unknown dataset 'proxi'", "did you mean 'proxy'"]),
+    ("methods: [meanp]\ndata: {name: proxy, widht: 8}\n", ["data", "unknown key 'widht'", "'width'"]),
+    ("methods: [{method: glscl, args: {n_queries: 4}}]\n", ["args", "unknown key 'n_queries'"]),
+    ("methods: [{method: seqtransf, args: {temporal_layers: 2.5}}]\n", ["args.temporal_layers", "expected an integer"]),
+    ("methods: [meanp]\nmethod_overrides: {}\n", ["unknown key 'method_overrides'"]),
+    ("methods: [meanp]\noverrides: {meanpp: {args: {}}}\n", ["overrides.meanpp matches no method label"]),
+    ("methods: [meanp, meanp]\n", ["labels collide"]),
+    ("name: ../escape\nmethods: [meanp]\n", ["name '../escape'", "no path separators"]),
+    ("methods: [meanp\nseeds: [0]\n", ["malformed YAML"]),
+    ("methods: [meanp]\nseeds: [0]\nseeds: [1]\n", ["duplicate key 'seeds'"]),
+    ("- just\n- a list\n", ["expected a mapping at the top level"]),
+]
+
+
+@pytest.mark.parametrize("text,expected", CASES, ids=[c[1][0][:40] for c in CASES])
+def test_bad_sweep_file(tmp_path, capsys, text, expected):
+    rc, err = run_cli(tmp_path, text, capsys)
+    assert rc == 2
+    assert err.startswith("error: ") and "\n" not in err
+    assert "bad.yaml" in err
+    for fragment in expected:
+        assert fragment in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()
+
+
+def test_unknown_shipped_sweep(tmp_path, capsys):
+    rc = main(["sweep", "defualt", "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown sweep 'defualt'" in err and "did you mean 'default'" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_report_of_unknown_sweep(tmp_path, capsys):
+    assert main(["report", "nothing", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "no run log for sweep 'nothing'" in capsys.readouterr().err
+
+
+def test_good_file_parses(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    sweep = load_sweep(str(path))
+    assert sweep.name == "good" and [r.run for r in sweep.runs()] == ["meanp-s0"]
+    assert sweep.trainer.max_steps == 2 and sweep.data["val_videos"] == 16
+
+
+def test_float_literal_without_dot_is_a_float(tmp_path):
+    path = tmp_path / "lr.yaml"
+    path.write_text("methods: [meanp]\ntrainer: {lr: 1e-4}\n")
+    assert load_sweep(str(path)).trainer.lr == 1e-4
+
+
+@pytest.mark.parametrize("name", shipped_sweeps())
+def test_every_shipped_sweep_validates(name):
+    sweep = load_sweep(name)
+    assert sweep.runs(), name

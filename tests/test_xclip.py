@@ -1,0 +1,212 @@
+"""X-CLIP (``xclip``) and the shared AOSM parts (``methods.parts.aosm``): spec numbers, a per-pair oracle, masking,
+blockwise evaluation and the evaluation-memory bound (reference/baselines-and-didemo.md 2.3)."""
+
+from __future__ import annotations
+
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from bench.evaluate import blockwise_similarity, cat_reps
+from methods import CostClass, build_method
+from methods.parts.aosm import AttnSum
+from methods.parts.pooling import masked_mean_of_normalized
+from tests.helpers import feature_batch
+
+SMALL = {"width": 16, "max_frames": 5, "max_words": 7}
+GIB = 2**30
+
+
+class PeakMemory(TorchDispatchMode):
+    """Peak bytes of tensor storages allocated (and still alive) inside the block; inputs are not counted."""
+
+    def __init__(self, inputs: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.known = {t.untyped_storage().data_ptr() for t in inputs}
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            key = storage.data_ptr()
+            if key and key not in self.known and key not in self.live:
+                self.live[key] = storage.nbytes()
+                self.current += storage.nbytes()
+                self.peak = max(self.peak, self.current)
+                weakref.finalize(storage, self._free, key)
+        return out
+
+
+def eval_memory(name: str, num_items: int = 1000) -> tuple[int, int]:
+    """(measured peak bytes of one max_eval_block^2 block, bound for a num_items^2 blockwise evaluation) at DiDeMo
+    shapes (D=512, 64 frames, 64 words)."""
+    torch.manual_seed(0)
+    method = build_method(
+        name, width=512, max_frames=64, max_words=64, temporal_layers=1
+    ).eval()  # depth is irrelevant here
+    block = method.max_eval_block
+    batch = feature_batch(batch=block, words=64, frames=64, width=512)
+    with torch.no_grad():
+        text, video = method.encode_text(batch), video_rep(method, batch)
+        with PeakMemory([*text.values(), *video.values()]) as meter:
+            method.similarity(text, video)
+    rep_bytes = sum(t.nbytes for t in (*text.values(), *video.values())) * num_items // block
+    return meter.peak, meter.peak + rep_bytes + 4 * num_items**2  # block + cached reps + float32 output
+
+
+def video_rep(method, batch: dict) -> dict:
+    """The method's video rep with the frame features standing in for the seqTransf outputs (the similarity's cost
+    does not depend on them; this skips the seqTransf forward)."""
+    frames, mask = batch["video_frames"], batch["video_mask"]
+    if hasattr(method, "video_features"):  # GLCCL
+        return method.video_features(frames, mask)
+    return {"video": masked_mean_of_normalized(frames, mask), "frames": F.normalize(frames, dim=-1), "frame_mask": mask}
+
+
+def perturb(method: torch.nn.Module, scale: float = 0.1, seed: int = 5) -> None:
+    """Move every identity-initialised matrix off the identity (so the re-weighting orientation matters)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in method.head.parameters():
+            param.add_(scale * torch.randn(param.shape, generator=g))
+
+
+def attn_sum_oracle(x: torch.Tensor, matrix: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """AttnSum of the spec on the kept slots only: beta = softmax(x / 0.01) M, score = sum_k x_k beta_k."""
+    x, matrix = x[keep], matrix[keep][:, keep]
+    return (x * (torch.softmax(x / 0.01, dim=0) @ matrix)).sum()
+
+
+def xclip_video(method, videos: dict, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v, f) of video b from the spec: v = normalise(mean of normalised seqTransf outputs over real frames), f = the
+    normalised frame features before seqTransf."""
+    frames, mask = videos["video_frames"][b], videos["video_mask"][b]  # [F, D], [F]
+    context = method.temporal(frames[None], mask[None])[0]  # [F, D]
+    return F.normalize(F.normalize(context[mask], dim=-1).mean(0), dim=0), F.normalize(frames, dim=-1)
+
+
+def xclip_pair(method, texts: dict, a: int, v: torch.Tensor, f: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """The X-CLIP logit of one (text a, video (v, f)) pair, written from the spec formulas (2.3)."""
+    head, masked = method.head, method.mask_padding
+    t, w = F.normalize(texts["text_eot"][a], dim=0), F.normalize(texts["text_tokens"][a], dim=-1)  # [D], [L, D]
+    words = texts["text_mask"][a] if masked else torch.ones(w.shape[0], dtype=torch.bool)
+    frame_keep = frame_mask if masked else torch.ones(f.shape[0], dtype=torch.bool)
+    s_vs = t @ head.global_mat @ v
+    s_vw = attn_sum_oracle(w @ v, head.video_word.weight, words)
+    s_sf = attn_sum_oracle(f @ t, head.sentence_frame.weight, frame_keep)
+    m = (w @ head.local_mat) @ f.t()  # [L, F]
+    u = torch.stack([attn_sum_oracle(m[:, j], head.word.weight, words) for j in range(m.shape[1])])  # [F]
+    r = torch.stack([attn_sum_oracle(m[i], head.frame.weight, frame_keep) for i in range(m.shape[0])])  # [L]
+    s_fw = 0.5 * (attn_sum_oracle(u, head.frame2.weight, frame_keep) + attn_sum_oracle(r, head.word2.weight, words))
+    return method.logit_scale((s_vs + s_vw + s_sf + s_fw) / 4)
+
+
+def test_attn_sum_with_identity_is_a_soft_maximum():
+    # spec (glccl.md 12.5): AttnSum_I((0.3, 0.2)) with temperature 0.01 = 0.2999955
+    value = AttnSum(2)(torch.tensor([0.3, 0.2]))
+    torch.testing.assert_close(value, torch.tensor(0.2999955), rtol=0, atol=1e-7)
+
+
+def test_attn_sum_weights_are_remixed_and_not_renormalised():
+    x = torch.tensor([0.3, 0.2, -0.1])
+    pool = AttnSum(3)
+    with torch.no_grad():
+        pool.weight.copy_(torch.tensor([[0.5, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0]]))
+    beta = torch.softmax(x / 0.01, dim=0)
+    expected = x[0] * (0.5 * beta[0] + beta[1]) + x[1] * 2.0 * beta[0] + x[2] * 3.0 * beta[2]  # beta M, row vector
+    torch.testing.assert_close(pool(x), expected)
+
+
+def test_attn_sum_mask_equals_pooling_the_real_slots():
+    g = torch.Generator().manual_seed(0)
+    pool = AttnSum(5)
+    with torch.no_grad():
+        pool.weight.add_(0.3 * torch.randn(5, 5, generator=g))
+    x = 0.02 * torch.randn(4, 5, generator=g)
+    mask = torch.tensor([[1, 1, 0, 1, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 1, 0, 0, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        expected = torch.stack([attn_sum_oracle(x[i], pool.weight, mask[i]) for i in range(4)])
+        torch.testing.assert_close(pool(x, mask), expected)
+
+
+def test_is_pairwise():
+    assert build_method("xclip", **SMALL).cost_class is CostClass.PAIRWISE
+
+
+def test_parameter_count_at_didemo_shapes():
+    method = build_method("xclip", width=512, max_frames=64, max_words=64)
+    count = sum(p.numel() for p in method.parameters() if p.requires_grad)
+    temporal = sum(p.numel() for p in method.temporal.parameters())
+    assert temporal == 12_609_536 + 39_424
+    assert count == 12_609_536 + 39_424 + 2 * 512**2 + 3 * 64**2 + 3 * 64**2 == 13_197_824
+    assert all(torch.equal(p, torch.eye(p.shape[0])) for p in method.head.parameters())
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_similarity_equals_per_pair_oracle(mask_padding):
+    torch.manual_seed(0)
+    method = build_method("xclip", **SMALL, logit_scale=1.0, mask_padding=mask_padding).eval()
+    perturb(method)
+    texts, videos = feature_batch(batch=5, seed=1, width=16), feature_batch(batch=4, seed=2, width=16)
+    with torch.no_grad():
+        sim = method.similarity(method.encode_text(texts), method.encode_video(videos))
+        per_video = [(*xclip_video(method, videos, b), videos["video_mask"][b]) for b in range(4)]
+        expected = torch.tensor([[xclip_pair(method, texts, a, *video) for video in per_video] for a in range(5)])
+    torch.testing.assert_close(sim, expected, rtol=0, atol=1e-5)
+
+
+def test_logit_is_scaled_mean_of_four_scores():
+    torch.manual_seed(0)
+    method = build_method("xclip", **SMALL).eval()
+    batch = feature_batch(batch=4, width=16)
+    with torch.no_grad():
+        text, video = method.encode_text(batch), method.encode_video(batch)
+        parts = method.score_parts(text, video)
+        assert parts.shape == (4, 4, 4)
+        torch.testing.assert_close(method.similarity(text, video), 100.0 * parts.mean(0))
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_padding_content_matters_only_without_masks(mask_padding):
+    torch.manual_seed(0)
+    method = build_method("xclip", **SMALL, mask_padding=mask_padding).eval()
+    batch = feature_batch(batch=5, width=16)
+    other = dict(batch)
+    other["text_tokens"] = torch.where(batch["text_mask"][..., None], batch["text_tokens"], torch.randn(16))
+    other["video_frames"] = torch.where(batch["video_mask"][..., None], batch["video_frames"], torch.randn(16))
+    with torch.no_grad():
+        sim, sim_other = (method.similarity(method.encode_text(b), method.encode_video(b)) for b in (batch, other))
+    if mask_padding:
+        torch.testing.assert_close(sim_other, sim, rtol=0, atol=1e-4)
+    else:
+        assert (sim_other - sim).abs().max() > 1e-2
+
+
+def test_blockwise_equals_unblocked_for_odd_sizes():
+    torch.manual_seed(0)
+    method = build_method("xclip", width=8, max_frames=3, max_words=4).eval()
+    perturb(method)
+    with torch.no_grad():
+        batches = [feature_batch(batch=n, seed=s, width=8, words=4, frames=3) for n, s in ((200, 1), (57, 2))]
+        text = cat_reps([method.encode_text(b) for b in batches])
+        video = method.encode_video(feature_batch(batch=193, seed=3, width=8, words=4, frames=3))
+        full = method.similarity(text, video)
+    assert full.shape == (257, 193)
+    torch.testing.assert_close(blockwise_similarity(method, text, video, block=50), full, rtol=1e-6, atol=1e-4)
+
+
+def test_eval_memory_is_bounded():
+    block_peak, total = eval_memory("xclip")
+    assert block_peak < 0.5 * GIB, f"one {64}x{64} block needs {block_peak / GIB:.2f} GiB"
+    assert total < 4 * GIB
