@@ -26,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
     sweep.add_argument("--no-report", action="store_true", help="skip the report at the end")
     sweep.add_argument("--export", choices=("wandb", "slurm"), help="write a wandb sweep / SLURM array and exit")
+    _overrides(sweep)
     train = sub.add_parser("train", help="train (or resume) one run of a sweep")
     train.add_argument("sweep")
     train.add_argument("--run", required=True, help="run name, e.g. glscl-s0")
     _dirs(train)
+    _overrides(train)
     train.add_argument("--no-progress", action="store_true")
     report = sub.add_parser("report", help="rebuild reports/<sweep>/ from the run log alone")
     report.add_argument("sweep", help="sweep name (its run log is runs/<sweep>/)")
@@ -47,6 +49,13 @@ def _dirs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"), help="report root (default reports/)")
 
 
+def _overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a sweep setting, e.g. --set trainer.max_steps=200 --set data.store=/data/store (repeatable)",
+    )  # fmt: skip
+
+
 def _add_data_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparser type
     from bench import data_cmd
 
@@ -58,7 +67,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.jobs <= 0:
         raise ConfigError(f"--jobs must be positive, got {args.jobs}")
-    sweep = load_sweep(args.sweep)
+    sweep = load_sweep(args.sweep, args.overrides)
     if args.export:
         from bench.export import export_sweep
 
@@ -80,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bench.runlog import write_yaml
     from bench.sweep import check_compatible, run_one
 
-    sweep = load_sweep(args.sweep)
+    sweep = load_sweep(args.sweep, args.overrides)
     runs = {cfg.run: cfg for cfg in sweep.runs()}
     if args.run not in runs:
         from methods.registry import suggest

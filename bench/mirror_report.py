@@ -47,8 +47,15 @@ def _run_config(path: Path) -> RunConfig:
 
 def _sweep_table(sweep_dir: Path, sweep: dict, wandb_cfg: WandbConfig, table) -> None:  # noqa: ANN001 - DataFrame
     cfg = RunConfig(
-        sweep=sweep["name"], run=f"{sweep['name']}-results", label="sweep", method="-", method_args={}, seed=-1,
-        data=sweep["data"], trainer=TrainerConfig(**sweep["trainer"]), wandb=wandb_cfg,
+        sweep=sweep["name"],
+        run=f"{sweep['name']}-results",
+        label="sweep",
+        method="-",
+        method_args={},
+        seed=-1,
+        data=sweep["data"],
+        trainer=TrainerConfig(**sweep["trainer"]),
+        wandb=wandb_cfg,
     )
     mirror = WandbMirror()
     mirror.start(sweep_dir, sweep_dir, cfg, ["results"], wandb_cfg.mode)

@@ -201,6 +201,8 @@ class Run:
         start = time.perf_counter()
         wall_before = self.clock["wall_seconds"]
         self._start_mirror()
+        if self.resumed_from is not None:  # wandb may have lost what a killed process logged
+            self.mirror.replay(row[4:] for row in self.log.rows)
         bar = self._progress_bar()
         if self.step == 0:
             self.evaluate_and_save(start, wall_before)

@@ -8,12 +8,13 @@ inside wandb) prints one warning and turns the mirror off; the run and its local
   as the x axis in the UI;
 - mode ``auto``: ``WANDB_MODE`` when set, else online when an account is configured (``WANDB_API_KEY`` or a netrc
   entry for api.wandb.ai), else offline (runs land in ``runs/<sweep>/wandb/``; ``wandb sync`` uploads them later);
-- a resumed run reuses its wandb id (kept in ``<run>/wandb_id``) and logs the rows after its checkpoint again
-  (rows a killed process logged after its last checkpoint reappear with the same ``step`` and, on CPU, the same
-  values; keep the last row per step). No row passes wandb's own ``step=``, so a resume never hits "step must
-  only increase". Offline, each process writes its own ``offline-run-*-<id>`` folder with the same id; wandb does
-  not merge such folders reliably on sync (wandb#3841, #5865), one more reason the local run log is the source of
-  truth;
+- a resumed run reuses its wandb id (kept in ``<run>/wandb_id``), first replays the local rows up to its
+  checkpoint (``replay``), then logs on. A process killed with SIGKILL can leave nothing in wandb (measured, wandb
+  0.31 offline: the killed process's ``.wandb`` file held only its 7-byte header), so the newest offline folder of
+  a run holds its whole history and is the one to ``wandb sync`` (each process writes its own
+  ``offline-run-*-<id>`` folder; wandb does not merge such folders reliably, wandb#3841, #5865). Rows that did
+  reach wandb appear twice with the same ``step`` and (on CPU) the same value: keep the last row per step. No row
+  passes wandb's own ``step=``, so a resume never hits "step must only increase";
 - ``WANDB_INIT_TIMEOUT`` (seconds, default 30) bounds how long an unreachable server can hold up a run.
 """
 
@@ -23,6 +24,7 @@ import contextlib
 import os
 import secrets
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,15 @@ class WandbMirror:
                 self.defined.add(name)
                 self._call("define_metric", name, step_metric="step")
         self._call("log", {"step": step, "train_seconds": train_seconds, **metrics})
+
+    def replay(self, rows: Iterable[tuple[int, float, str, str, float]]) -> None:
+        """Log local run-log rows ``(step, train_seconds, split, metric, value)`` again, one wandb row per step and
+        kind (training / evaluation) in their first order, as the trainer logged them (``split/metric`` keys)."""
+        groups: dict[tuple[int, bool], tuple[float, dict[str, float]]] = {}
+        for step, seconds, split, metric, value in rows:
+            groups.setdefault((step, split == "train"), (seconds, {}))[1][f"{split}/{metric}"] = value
+        for (step, _), (seconds, metrics) in groups.items():
+            self.log(step, seconds, metrics)
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.active:

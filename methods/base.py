@@ -36,6 +36,7 @@ from __future__ import annotations
 import abc
 import enum
 import math
+import warnings
 from typing import ClassVar
 
 import lightning as L
@@ -169,12 +170,26 @@ class RetrievalMethod(L.LightningModule, abc.ABC):
         self.logit_scale.clamp_()
 
     def init_from_clip_text(self, text_model: nn.Module) -> None:
-        """Initialise temporal modules from a CLIP text tower, as the CLIP4Clip family does (no-op by default)."""
+        """Initialise temporal modules from a CLIP text tower, as the CLIP4Clip family does.
+
+        Real CLIP checkpoints have a text width equal to their projection width (512 for ViT-B/32). A toy config
+        whose widths differ cannot be copied: the temporal modules then keep their CLIP-style random init, with a
+        warning.
+        """
         from methods.parts.temporal import SeqTransf
 
+        text_width = text_model.embeddings.position_embedding.weight.shape[1]
         for module in self.modules():
-            if isinstance(module, SeqTransf):
-                module.init_from_clip_text(text_model)
+            if not isinstance(module, SeqTransf):
+                continue
+            if text_width != self.width:
+                warnings.warn(
+                    f"{type(self).__name__}: CLIP text width {text_width} != feature width {self.width}; "
+                    "seqTransf keeps its random init instead of CLIP text blocks 0-3",
+                    stacklevel=2,
+                )
+                return
+            module.init_from_clip_text(text_model)
 
 
 def normalize(x: Tensor, dim: int = -1, eps: float = 1e-12) -> Tensor:

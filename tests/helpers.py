@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import weakref
+
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from methods import build_method
+from methods.parts.pooling import masked_mean_of_normalized
 
 TINY = {"width": 32, "max_frames": 5, "max_words": 7}
 
@@ -38,3 +45,121 @@ def feature_batch(
 def tiny_method(name: str, seed: int = 0, **overrides):
     torch.manual_seed(seed)
     return build_method(name, **TINY, **overrides)
+
+
+# --- measuring tools shared by the method tests ----------------------------------------------------------------
+GIB = 2**30
+SCALE = 100.0  # the default logit scale
+
+
+# --- shared measuring tools ---------------------------------------------------------------------------------------
+class PeakMemory(TorchDispatchMode):
+    """Peak bytes of tensor storage created inside the ``with`` block and alive at the same time.
+
+    Every op output's storage is counted once from creation until its last tensor is garbage-collected; storages of
+    ``exclude`` (the cached reps passed in) are not intermediates and are skipped.
+    """
+
+    def __init__(self, exclude: tuple[torch.Tensor, ...] = ()) -> None:
+        super().__init__()
+        self.external = {t.untyped_storage().data_ptr() for t in exclude}
+        self.live: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensors]
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in self.external:
+                self._track(tensor)
+        self.peak = max(self.peak, self.current)
+        return out
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self.live:
+            self.live[key] = [storage.nbytes(), 0]
+            self.current += storage.nbytes()
+        self.live[key][1] += 1
+        weakref.finalize(tensor, self._release, key)
+
+    def _release(self, key: int) -> None:
+        entry = self.live[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self.live[key]
+
+
+def measured_similarity_peak(method, text, video) -> int:
+    """Peak intermediate bytes of one ``method.similarity`` call on cached reps (no autograd)."""
+    with torch.no_grad(), PeakMemory(exclude=(*text.values(), *video.values())) as peak:
+        method.similarity(text, video)
+    return peak.peak
+
+
+def float64_reference(method, text, video) -> torch.Tensor:
+    """The same similarity evaluated in float64 on the same (float32) reps: isolates the pairwise stage's rounding."""
+
+    def to64(rep):
+        return {k: v.double() if v.is_floating_point() else v for k, v in rep.items()}
+
+    with torch.no_grad():
+        return copy.deepcopy(method).double().similarity(to64(text), to64(video))
+
+
+def perturb_(method, std: float = 0.05, seed: int = 0):
+    """Move every parameter off its (identity / LayerNorm) initialisation, so the tests cover a general state."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in method.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g))
+    return method
+
+
+def reps_per_item_bytes(method, width: int, frames: int, words: int) -> int:
+    """Bytes one text plus one video occupy in the cached reps, measured on real encodings."""
+    batch = feature_batch(batch=2, words=words, frames=frames, width=width)
+    with torch.no_grad():
+        reps = (method.encode_text(batch), method.encode_video(batch))
+    return sum(t.nbytes for rep in reps for t in rep.values()) // 2
+
+
+def eval_memory(name: str, num_items: int = 1000) -> tuple[int, int]:
+    """(measured peak bytes of one max_eval_block^2 block, bound for a num_items^2 blockwise evaluation) at DiDeMo
+    shapes (D=512, 64 frames, 64 words)."""
+    torch.manual_seed(0)
+    method = build_method(
+        name, width=512, max_frames=64, max_words=64, temporal_layers=1
+    ).eval()  # depth is irrelevant here
+    block = method.max_eval_block
+    batch = feature_batch(batch=block, words=64, frames=64, width=512)
+    with torch.no_grad():
+        text, video = method.encode_text(batch), video_rep(method, batch)
+        with PeakMemory(exclude=(*text.values(), *video.values())) as meter:
+            method.similarity(text, video)
+    rep_bytes = sum(t.nbytes for t in (*text.values(), *video.values())) * num_items // block
+    return meter.peak, meter.peak + rep_bytes + 4 * num_items**2  # block + cached reps + float32 output
+
+
+def video_rep(method, batch: dict) -> dict:
+    """The method's video rep with the frame features standing in for the seqTransf outputs (the similarity's cost
+    does not depend on them; this skips the seqTransf forward)."""
+    frames, mask = batch["video_frames"], batch["video_mask"]
+    if hasattr(method, "video_features"):  # GLCCL
+        return method.video_features(frames, mask)
+    return {"video": masked_mean_of_normalized(frames, mask), "frames": F.normalize(frames, dim=-1), "frame_mask": mask}
+
+
+def perturb_head(method: torch.nn.Module, scale: float = 0.1, seed: int = 5) -> None:
+    """Move every identity-initialised matrix off the identity (so the re-weighting orientation matters)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in method.head.parameters():
+            param.add_(scale * torch.randn(param.shape, generator=g))
+
+
+def attn_sum_oracle(x: torch.Tensor, matrix: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """AttnSum of the spec on the kept slots only: beta = softmax(x / 0.01) M, score = sum_k x_k beta_k."""
+    x, matrix = x[keep], matrix[keep][:, keep]
+    return (x * (torch.softmax(x / 0.01, dim=0) @ matrix)).sum()

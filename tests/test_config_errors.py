@@ -91,3 +91,25 @@ def test_float_literal_without_dot_is_a_float(tmp_path):
 def test_every_shipped_sweep_validates(name):
     sweep = load_sweep(name)
     assert sweep.runs(), name
+
+
+def test_set_overrides(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    sweep = load_sweep(str(path), ["trainer.max_steps=7", "seeds=[3, 4]", "data.width=8", "methods=[seqtransf]"])
+    assert sweep.trainer.max_steps == 7 and sweep.seeds == [3, 4]
+    assert sweep.data["width"] == 8 and [m.method for m in sweep.methods] == ["seqtransf"]
+
+
+@pytest.mark.parametrize(
+    "item,fragment",
+    [("trainer.max_steps", "expected KEY=VALUE"), ("trainer.max_step=3", "unknown key 'max_step'"),
+     ("trainer.max_steps=[", "not valid YAML"), ("seeds.x=1", "'seeds' is not a mapping")],
+)  # fmt: skip
+def test_bad_set_override(tmp_path, capsys, item, fragment):
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    assert main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()

@@ -10,8 +10,15 @@ import torch.nn.functional as F
 from bench.evaluate import blockwise_similarity
 from methods import CostClass, build_method
 from methods.parts.losses import symmetric_infonce
-from tests.helpers import feature_batch
-from tests.test_xpool import GIB, SCALE, float64_reference, measured_similarity_peak, perturb_, reps_per_item_bytes
+from tests.helpers import (
+    GIB,
+    SCALE,
+    feature_batch,
+    float64_reference,
+    measured_similarity_peak,
+    perturb_,
+    reps_per_item_bytes,
+)
 
 SEQTRANSF_512 = 12_609_536 + 39_424  # 4 blocks + the 77-row position table
 WEIGHT_MLP_512 = 512 * 512 + 512 + 512 + 1

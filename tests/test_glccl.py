@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from bench.evaluate import blockwise_similarity, cat_reps
 from methods import CostClass, build_method
 from methods.glccl import csc_loss, glccl_losses, guided_frame_scores, guided_frame_weights, guided_video
-from tests.helpers import feature_batch
-from tests.test_xclip import GIB, attn_sum_oracle, eval_memory, perturb
+from tests.helpers import GIB, attn_sum_oracle, eval_memory, feature_batch, perturb_head
 
 SMALL = {"width": 16, "max_frames": 5, "max_words": 7}
 ALL_REAL = torch.ones(2, 3, dtype=torch.bool)
@@ -171,7 +170,7 @@ def test_collapse_identity_is_finite():
 def test_guided_frame_scores_equal_the_materialised_computation(mask_padding):
     torch.manual_seed(0)
     method = build_method("glccl", **SMALL, mask_padding=mask_padding).eval()
-    perturb(method)
+    perturb_head(method)
     texts, videos = feature_batch(batch=5, seed=1, width=16), feature_batch(batch=4, seed=2, width=16)
     with torch.no_grad():
         text, video = method.encode_text(texts), method.encode_video(videos)
@@ -200,7 +199,7 @@ def test_guided_frame_scores_equal_the_materialised_computation(mask_padding):
 def test_score_parts_equal_per_pair_oracle(mask_padding):
     torch.manual_seed(0)
     method = build_method("glccl", **SMALL, logit_scale=1.0, mask_padding=mask_padding).eval()
-    perturb(method)
+    perturb_head(method)
     texts, videos = feature_batch(batch=4, seed=1, width=16), feature_batch(batch=3, seed=2, width=16)
     with torch.no_grad():
         text, video = method.encode_text(texts), method.encode_video(videos)
@@ -244,7 +243,7 @@ def test_training_forward_equals_loss_of_similarity():
 def test_blockwise_equals_unblocked_for_odd_sizes():
     torch.manual_seed(0)
     method = build_method("glccl", width=8, max_frames=3, max_words=4).eval()
-    perturb(method)
+    perturb_head(method)
     with torch.no_grad():
         batches = [feature_batch(batch=n, seed=s, width=8, words=4, frames=3) for n, s in ((200, 1), (57, 2))]
         text = cat_reps([method.encode_text(b) for b in batches])

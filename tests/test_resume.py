@@ -181,7 +181,8 @@ def wandb_history(run_file: Path) -> list[dict]:
             record.ParseFromString(pending)
             pending = b""
             if record.WhichOneof("record_type") == "history":
-                rows.append({item.key: json.loads(item.value_json) for item in record.history.item})
+                items = record.history.item
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items})
     return rows
 
 
@@ -223,19 +224,17 @@ def test_sigkill_at_any_moment_then_resume_matches_uninterrupted(tmp_path: Path)
     assert results(read_metrics(run_dir / "metrics.csv")) == results(expected)
     assert (run_dir / "status").read_text() == "done\n" and no_temporaries(runs)
 
-    # the wandb mirror: one offline folder per process, all with the run's id; within each the logged `step` axis
-    # never goes back, and a resumed process starts logging after the step it resumed from
+    # the wandb mirror: one offline folder per process, all with the run's id; the newest holds the whole history
+    # (the resumed process replays the rows up to its checkpoint: a SIGKILLed process leaves nothing behind)
     run_id = (run_dir / "wandb_id").read_text().strip()
     files = sorted((runs / "kill" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
     assert len(files) == len(kills) + 1
-    starts = [None, 4, 8, 12, 12]
-    for file, start in zip(files, starts, strict=True):
-        steps = [row["step"] for row in wandb_history(file)]
-        assert steps == sorted(steps), file
-        if start is not None and steps:
-            assert steps[0] == start + 1, (file, steps)
-    last = wandb_history(files[-1])
-    final = {k: v for row in last if row["step"] == 16 for k, v in row.items()}
-    local = {f"{split}/{metric}": float(value) for step, split, metric, value in expected if step == 16}
-    assert {k: final[k] for k in local if k in final} == {k: v for k, v in local.items() if k in final}
-    assert "val/t2v/R@1" in final and "train/loss" in final
+    history = wandb_history(files[-1])
+    steps = [row["step"] for row in history]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 16
+    mirrored = {(row["step"], key): value for row in history for key, value in row.items() if "/" in key}
+    local = {
+        (step, f"{split}/{metric}"): float(value)
+        for step, split, metric, value in read_metrics(run_dir / "metrics.csv")
+    }
+    assert mirrored == local

@@ -3,89 +3,16 @@ blockwise evaluation and the evaluation-memory bound (reference/baselines-and-di
 
 from __future__ import annotations
 
-import weakref
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from bench.evaluate import blockwise_similarity, cat_reps
 from methods import CostClass, build_method
 from methods.parts.aosm import AttnSum
-from methods.parts.pooling import masked_mean_of_normalized
-from tests.helpers import feature_batch
+from tests.helpers import GIB, attn_sum_oracle, eval_memory, feature_batch, perturb_head
 
 SMALL = {"width": 16, "max_frames": 5, "max_words": 7}
-GIB = 2**30
-
-
-class PeakMemory(TorchDispatchMode):
-    """Peak bytes of tensor storages allocated (and still alive) inside the block; inputs are not counted."""
-
-    def __init__(self, inputs: list[torch.Tensor]) -> None:
-        super().__init__()
-        self.known = {t.untyped_storage().data_ptr() for t in inputs}
-        self.live: dict[int, int] = {}
-        self.current = self.peak = 0
-
-    def _free(self, key: int) -> None:
-        self.current -= self.live.pop(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if not isinstance(tensor, torch.Tensor):
-                continue
-            storage = tensor.untyped_storage()
-            key = storage.data_ptr()
-            if key and key not in self.known and key not in self.live:
-                self.live[key] = storage.nbytes()
-                self.current += storage.nbytes()
-                self.peak = max(self.peak, self.current)
-                weakref.finalize(storage, self._free, key)
-        return out
-
-
-def eval_memory(name: str, num_items: int = 1000) -> tuple[int, int]:
-    """(measured peak bytes of one max_eval_block^2 block, bound for a num_items^2 blockwise evaluation) at DiDeMo
-    shapes (D=512, 64 frames, 64 words)."""
-    torch.manual_seed(0)
-    method = build_method(
-        name, width=512, max_frames=64, max_words=64, temporal_layers=1
-    ).eval()  # depth is irrelevant here
-    block = method.max_eval_block
-    batch = feature_batch(batch=block, words=64, frames=64, width=512)
-    with torch.no_grad():
-        text, video = method.encode_text(batch), video_rep(method, batch)
-        with PeakMemory([*text.values(), *video.values()]) as meter:
-            method.similarity(text, video)
-    rep_bytes = sum(t.nbytes for t in (*text.values(), *video.values())) * num_items // block
-    return meter.peak, meter.peak + rep_bytes + 4 * num_items**2  # block + cached reps + float32 output
-
-
-def video_rep(method, batch: dict) -> dict:
-    """The method's video rep with the frame features standing in for the seqTransf outputs (the similarity's cost
-    does not depend on them; this skips the seqTransf forward)."""
-    frames, mask = batch["video_frames"], batch["video_mask"]
-    if hasattr(method, "video_features"):  # GLCCL
-        return method.video_features(frames, mask)
-    return {"video": masked_mean_of_normalized(frames, mask), "frames": F.normalize(frames, dim=-1), "frame_mask": mask}
-
-
-def perturb(method: torch.nn.Module, scale: float = 0.1, seed: int = 5) -> None:
-    """Move every identity-initialised matrix off the identity (so the re-weighting orientation matters)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in method.head.parameters():
-            param.add_(scale * torch.randn(param.shape, generator=g))
-
-
-def attn_sum_oracle(x: torch.Tensor, matrix: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """AttnSum of the spec on the kept slots only: beta = softmax(x / 0.01) M, score = sum_k x_k beta_k."""
-    x, matrix = x[keep], matrix[keep][:, keep]
-    return (x * (torch.softmax(x / 0.01, dim=0) @ matrix)).sum()
 
 
 def xclip_video(method, videos: dict, b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +84,7 @@ def test_parameter_count_at_didemo_shapes():
 def test_similarity_equals_per_pair_oracle(mask_padding):
     torch.manual_seed(0)
     method = build_method("xclip", **SMALL, logit_scale=1.0, mask_padding=mask_padding).eval()
-    perturb(method)
+    perturb_head(method)
     texts, videos = feature_batch(batch=5, seed=1, width=16), feature_batch(batch=4, seed=2, width=16)
     with torch.no_grad():
         sim = method.similarity(method.encode_text(texts), method.encode_video(videos))
@@ -196,7 +123,7 @@ def test_padding_content_matters_only_without_masks(mask_padding):
 def test_blockwise_equals_unblocked_for_odd_sizes():
     torch.manual_seed(0)
     method = build_method("xclip", width=8, max_frames=3, max_words=4).eval()
-    perturb(method)
+    perturb_head(method)
     with torch.no_grad():
         batches = [feature_batch(batch=n, seed=s, width=8, words=4, frames=3) for n, s in ((200, 1), (57, 2))]
         text = cat_reps([method.encode_text(b) for b in batches])

@@ -7,93 +7,22 @@ from __future__ import annotations
 
 import copy
 import math
-import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from bench.evaluate import blockwise_similarity
 from methods import CostClass, build_method
-from tests.helpers import feature_batch
-
-GIB = 2**30
-SCALE = 100.0  # the default logit scale
-
-
-# --- shared measuring tools ---------------------------------------------------------------------------------------
-class PeakMemory(TorchDispatchMode):
-    """Peak bytes of tensor storage created inside the ``with`` block and alive at the same time.
-
-    Every op output's storage is counted once from creation until its last tensor is garbage-collected; storages of
-    ``exclude`` (the cached reps passed in) are not intermediates and are skipped.
-    """
-
-    def __init__(self, exclude: tuple[torch.Tensor, ...] = ()) -> None:
-        super().__init__()
-        self.external = {t.untyped_storage().data_ptr() for t in exclude}
-        self.live: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensors]
-        self.current = self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in self.external:
-                self._track(tensor)
-        self.peak = max(self.peak, self.current)
-        return out
-
-    def _track(self, tensor: torch.Tensor) -> None:
-        storage = tensor.untyped_storage()
-        key = storage.data_ptr()
-        if key not in self.live:
-            self.live[key] = [storage.nbytes(), 0]
-            self.current += storage.nbytes()
-        self.live[key][1] += 1
-        weakref.finalize(tensor, self._release, key)
-
-    def _release(self, key: int) -> None:
-        entry = self.live[key]
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.current -= entry[0]
-            del self.live[key]
-
-
-def measured_similarity_peak(method, text, video) -> int:
-    """Peak intermediate bytes of one ``method.similarity`` call on cached reps (no autograd)."""
-    with torch.no_grad(), PeakMemory(exclude=(*text.values(), *video.values())) as peak:
-        method.similarity(text, video)
-    return peak.peak
-
-
-def float64_reference(method, text, video) -> torch.Tensor:
-    """The same similarity evaluated in float64 on the same (float32) reps: isolates the pairwise stage's rounding."""
-
-    def to64(rep):
-        return {k: v.double() if v.is_floating_point() else v for k, v in rep.items()}
-
-    with torch.no_grad():
-        return copy.deepcopy(method).double().similarity(to64(text), to64(video))
-
-
-def perturb_(method, std: float = 0.05, seed: int = 0):
-    """Move every parameter off its (identity / LayerNorm) initialisation, so the tests cover a general state."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in method.parameters():
-            p.add_(std * torch.randn(p.shape, generator=g))
-    return method
-
-
-def reps_per_item_bytes(method, width: int, frames: int, words: int) -> int:
-    """Bytes one text plus one video occupy in the cached reps, measured on real encodings."""
-    batch = feature_batch(batch=2, words=words, frames=frames, width=width)
-    with torch.no_grad():
-        reps = (method.encode_text(batch), method.encode_video(batch))
-    return sum(t.nbytes for rep in reps for t in rep.values()) // 2
+from tests.helpers import (
+    GIB,
+    SCALE,
+    feature_batch,
+    float64_reference,
+    measured_similarity_peak,
+    perturb_,
+    reps_per_item_bytes,
+)
 
 
 # --- X-Pool -------------------------------------------------------------------------------------------------------

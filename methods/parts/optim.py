@@ -85,7 +85,7 @@ class BertAdam(torch.optim.Optimizer):
 def build_optimizer(
     groups: list[dict], name: OptimizerName, lr: float, backbone_lr: float, grad_clip: float
 ) -> torch.optim.Optimizer:
-    """One optimizer over role-tagged groups (``role`` in {"head", "backbone"}, see ``RetrievalMethod.param_groups``)."""
+    """One optimizer over role-tagged groups (``role``: "head" or "backbone"; see ``RetrievalMethod.param_groups``)."""
     lrs = {"head": lr, "backbone": backbone_lr}
     param_groups = [
         {
