@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from bench.evaluate import blockwise_similarity, cat_reps
 from methods import build_method
 from methods.parts.pooling import masked_mean_of_normalized
 
@@ -163,3 +164,33 @@ def attn_sum_oracle(x: torch.Tensor, matrix: torch.Tensor, keep: torch.Tensor) -
     """AttnSum of the spec on the kept slots only: beta = softmax(x / 0.01) M, score = sum_k x_k beta_k."""
     x, matrix = x[keep], matrix[keep][:, keep]
     return (x * (torch.softmax(x / 0.01, dim=0) @ matrix)).sum()
+
+
+def assert_blockwise_within_rounding(method, text: dict, video: dict, blocks: tuple[int, ...] = (32, 100)) -> None:
+    """Blockwise scoring vs the unblocked matrix when it cannot be bit-exact (GEMM kernels, and so summation
+    orders, depend on the block shape): a block may be at most 2x less accurate than the unblocked matrix against a
+    float64 evaluation of the same pairwise stage (same reps), so |block - full| <= 3 x err(full), and err(full)
+    itself must be float32-level (<= 2^-20 in cosine, times the logit scale)."""
+    with torch.no_grad():
+        full = method.similarity(text, video)
+    reference = float64_reference(method, text, video)
+    err_full = (full.double() - reference).abs().max().item()
+    assert err_full <= SCALE * 2**-20
+    for block in blocks:
+        blocked = blockwise_similarity(method, text, video, block)
+        assert (blocked.double() - reference).abs().max().item() <= 2 * err_full
+        torch.testing.assert_close(blocked, full, rtol=0, atol=3 * err_full)
+
+
+def assert_odd_blockwise(name: str) -> None:
+    """257 texts x 193 videos scored in 50 x 50 blocks equal one unblocked call (perturbed AOSM head)."""
+    torch.manual_seed(0)
+    method = build_method(name, width=8, max_frames=3, max_words=4).eval()
+    perturb_head(method)
+    with torch.no_grad():
+        batches = [feature_batch(batch=n, seed=s, width=8, words=4, frames=3) for n, s in ((200, 1), (57, 2))]
+        text = cat_reps([method.encode_text(b) for b in batches])
+        video = method.encode_video(feature_batch(batch=193, seed=3, width=8, words=4, frames=3))
+        full = method.similarity(text, video)
+    assert full.shape == (257, 193)
+    torch.testing.assert_close(blockwise_similarity(method, text, video, block=50), full, rtol=1e-6, atol=1e-4)

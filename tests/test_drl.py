@@ -7,14 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.evaluate import blockwise_similarity
 from methods import CostClass, build_method
 from methods.parts.losses import symmetric_infonce
 from tests.helpers import (
     GIB,
     SCALE,
+    assert_blockwise_within_rounding,
     feature_batch,
-    float64_reference,
     measured_similarity_peak,
     perturb_,
     reps_per_item_bytes,
@@ -185,14 +184,7 @@ def test_blockwise_equals_unblocked_within_float32_rounding():
     with torch.no_grad():
         text = method.encode_text(feature_batch(batch=257, frames=9, seed=6))
         video = method.encode_video(feature_batch(batch=193, frames=9, seed=7))
-        full = method.similarity(text, video)
-    reference = float64_reference(method, text, video)
-    err_full = (full.double() - reference).abs().max().item()
-    assert err_full <= SCALE * 2**-20
-    for block in (32, 100):
-        blocked = blockwise_similarity(method, text, video, block)
-        assert (blocked.double() - reference).abs().max().item() <= 2 * err_full
-        torch.testing.assert_close(blocked, full, rtol=0, atol=3 * err_full)
+    assert_blockwise_within_rounding(method, text, video)
 
 
 def drl_block_bytes(a: int, b: int, width: int, words: int, frames: int) -> int:

@@ -7,10 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.evaluate import blockwise_similarity, cat_reps
 from methods import CostClass, build_method
 from methods.parts.aosm import AttnSum
-from tests.helpers import GIB, attn_sum_oracle, eval_memory, feature_batch, perturb_head
+from tests.helpers import GIB, assert_odd_blockwise, attn_sum_oracle, eval_memory, feature_batch, perturb_head
 
 SMALL = {"width": 16, "max_frames": 5, "max_words": 7}
 
@@ -121,16 +120,7 @@ def test_padding_content_matters_only_without_masks(mask_padding):
 
 
 def test_blockwise_equals_unblocked_for_odd_sizes():
-    torch.manual_seed(0)
-    method = build_method("xclip", width=8, max_frames=3, max_words=4).eval()
-    perturb_head(method)
-    with torch.no_grad():
-        batches = [feature_batch(batch=n, seed=s, width=8, words=4, frames=3) for n, s in ((200, 1), (57, 2))]
-        text = cat_reps([method.encode_text(b) for b in batches])
-        video = method.encode_video(feature_batch(batch=193, seed=3, width=8, words=4, frames=3))
-        full = method.similarity(text, video)
-    assert full.shape == (257, 193)
-    torch.testing.assert_close(blockwise_similarity(method, text, video, block=50), full, rtol=1e-6, atol=1e-4)
+    assert_odd_blockwise("xclip")
 
 
 def test_eval_memory_is_bounded():

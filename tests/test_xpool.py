@@ -12,13 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.evaluate import blockwise_similarity
 from methods import CostClass, build_method
 from tests.helpers import (
     GIB,
     SCALE,
+    assert_blockwise_within_rounding,
     feature_batch,
-    float64_reference,
     measured_similarity_peak,
     perturb_,
     reps_per_item_bytes,
@@ -145,14 +144,7 @@ def test_blockwise_equals_unblocked_within_float32_rounding(mask_padding):
     with torch.no_grad():
         text = method.encode_text(feature_batch(batch=257, frames=9, seed=4))
         video = method.encode_video(feature_batch(batch=193, frames=9, seed=5))
-        full = method.similarity(text, video)
-    reference = float64_reference(method, text, video)
-    err_full = (full.double() - reference).abs().max().item()
-    assert err_full <= SCALE * 2**-20
-    for block in (32, 100):
-        blocked = blockwise_similarity(method, text, video, block)
-        assert (blocked.double() - reference).abs().max().item() <= 2 * err_full
-        torch.testing.assert_close(blocked, full, rtol=0, atol=3 * err_full)
+    assert_blockwise_within_rounding(method, text, video)
 
 
 def xpool_block_bytes(a: int, b: int, width: int, frames: int) -> int:
