@@ -87,7 +87,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bench.runlog import write_yaml
-    from bench.sweep import check_compatible, run_one
+    from bench.sweep import check_compatible, preflight, run_one
 
     sweep = load_sweep(args.sweep, args.overrides)
     runs = {cfg.run: cfg for cfg in sweep.runs()}
@@ -97,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"sweep {sweep.name!r} has no run {args.run!r}{suggest(args.run, runs)} ({', '.join(runs)})")
     sweep_dir = args.runs_dir / sweep.name
     check_compatible(sweep_dir, [runs[args.run]])
+    preflight(sweep, sweep_dir)
     write_yaml(sweep_dir / "sweep.yaml", sweep.to_dict())
     outcome = run_one(runs[args.run], sweep_dir, progress=not args.no_progress)
     print(outcome.line)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
@@ -70,7 +71,8 @@ def load_yaml(path: Path) -> dict:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} malformed YAML ({getattr(err, 'problem', err)})") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # ReaderError spans two lines
+        raise ConfigError(f"{path}:{where} malformed YAML ({problem})") from None
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     if data is None:
@@ -121,6 +123,8 @@ def _coerce_union(value: Any, args: tuple, where: str) -> Any:
 def _coerce_scalar(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if annotation is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true/false, got {_describe(value)}")
     if annotation is int and isinstance(value, bool):
@@ -380,6 +384,9 @@ def _seeds(raw: dict, where: str) -> list[int]:
     duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
     if duplicates:
         raise ConfigError(f"{where}: seeds collide: {duplicates} listed more than once")
+    out_of_range = sorted({s for s in seeds if not 0 <= s < 2**32})
+    if out_of_range:
+        raise ConfigError(f"{where}: seeds must be in [0, 2**32) (NumPy and Lightning seeds), got {out_of_range}")
     return seeds
 
 

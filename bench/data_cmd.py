@@ -34,9 +34,8 @@ from datasets.didemo import (
     paragraph_stats,
     read_annotations,
     read_split_list,
-    write_bytes_atomic,
-    write_json_atomic,
 )
+from datasets.files import atomic_write_bytes, atomic_write_json
 
 SPLITS = ("train", "val", "test")
 ANNOTATIONS_URL = "https://raw.githubusercontent.com/LisaAnne/LocalizingMoments/master/data/{name}"
@@ -158,9 +157,9 @@ def run_fetch(args: argparse.Namespace) -> int:
         status = _check_digest(target, digest, recorded.get(name, {}).get("sha256"))
         if fresh:
             _validate_content(target, data)
-            write_bytes_atomic(target, data)
+            atomic_write_bytes(target, data)
         recorded[name] = {"sha256": digest, "source": url, "verified": status != "recorded, not verified"}
-        write_json_atomic(record_path, recorded)
+        atomic_write_json(record_path, recorded)
         print(f"{name}: sha256 {digest} ({status})")
     return 0
 
@@ -192,7 +191,7 @@ def _check_digest(target: Path, digest: str, recorded: str | None) -> str:
 def _validate_content(target: Path, data: bytes) -> None:
     """Parse the downloaded bytes as what they should be (through a temporary file that is then removed)."""
     tmp = target.with_name(f".{target.name}.check")
-    write_bytes_atomic(tmp, data)
+    atomic_write_bytes(tmp, data)
     try:
         count = len(read_annotations(tmp) if target.suffix == ".json" else read_split_list(tmp))
     except DataError as exc:

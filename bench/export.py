@@ -3,19 +3,23 @@
 Both exports run this harness's own ``python -m bench train <sweep> --run <run>`` once per run (methods x seeds x
 overrides, the names ``SweepConfig.runs()`` gives) on the shared run folders under ``--runs-dir``, so they keep the
 local runner's rules: a run already ``done`` is skipped, an unfinished one resumes from its checkpoint, a failed one
-is retried, and ``python -m bench report <sweep>`` builds the report from the run log afterwards.
+is retried, and ``python -m bench report <sweep>`` builds the report from the run log afterwards. ``<sweep>`` is a
+frozen copy of the resolved sweep, ``<runs-dir>/<sweep>/exported-sweep.yaml`` (the file's settings with any ``--set``
+applied; a resolved sweep loads back to itself), so every node runs the same config even if the source file
+changes later, and the local runner can finish the same sweep from it.
 
 - ``wandb``: ``<runs-dir>/<sweep>/wandb-sweep.yaml``, a grid sweep over one parameter, ``run``, whose values are the
-  run names; its ``command`` is ``${env} ${interpreter} -m bench train <sweep> --runs-dir <dir> --no-progress
-  ${args}`` (the agent expands ``${args}`` to ``--run=<name>``). ``wandb sweep wandb-sweep.yaml`` registers it
-  (network needed: wandb has no offline sweeps), then ``wandb agent <id>`` on each machine, started from the
-  repository root with the project's Python first on ``PATH`` (the agent runs ``python``).
+  run names; its ``command`` is ``${env} --chdir=<repository> ${interpreter} -m bench train <exported sweep>
+  --runs-dir <dir> --no-progress ${args}`` (the agent expands ``${env}`` to ``/usr/bin/env``, GNU's, which changes
+  into the repository, and ``${args}`` to ``--run=<name>``). ``wandb sweep wandb-sweep.yaml`` registers it
+  (network needed: wandb has no offline sweeps), then ``wandb agent <id>`` on each machine with the project's
+  Python first on ``PATH`` (the agent runs ``python``).
 - ``slurm``: ``<runs-dir>/<sweep>/slurm.sbatch``, an array job with one task per run (task i runs run i); logs go to
   ``<runs-dir>/<sweep>/slurm/``. ``sbatch slurm.sbatch``; resubmitting it after a failure or a timeout finishes
   the sweep. ``PYTHON`` overrides the interpreter recorded at export time.
 
-Paths (the sweep file when given as a path, the runs folder, the repository) are written absolute: the nodes are
-assumed to share the file system.
+Paths (the exported sweep, the runs folder, the repository) are written absolute: the nodes are assumed to share
+the file system.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from bench.runlog import atomic_write_text
 from bench.sweep import check_compatible
 
 REPO = Path(__file__).resolve().parent.parent
+EXPORTED_SWEEP = "exported-sweep.yaml"
 SELECTION_METRIC = "best/val/t2v/R@1"
 """the summary value every run's wandb mirror sets (``bench.trainer.train_process``)"""
 
@@ -43,7 +48,7 @@ def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: 
         sweep: the loaded sweep.
         kind: ``wandb`` (a sweep config for ``wandb sweep``) or ``slurm`` (an sbatch array script).
         runs_dir: the run-log root the exported runs share.
-        sweep_arg: the sweep as given on the command line (a shipped name or a path to its YAML).
+        sweep_arg: the sweep as given on the command line (named in the exported sweep's header).
 
     Raises:
         ConfigError: an unknown ``kind``, or runs already under ``runs_dir`` made with another config.
@@ -53,23 +58,18 @@ def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: 
         raise ConfigError(f"--export: unknown kind {kind!r} (wandb or slurm)")
     sweep_dir = runs_dir.resolve() / sweep.name
     check_compatible(sweep_dir, sweep.runs())
-    name, text = writers[kind](sweep, sweep_dir, train_command(sweep_arg, sweep_dir.parent))
+    frozen = sweep_dir / EXPORTED_SWEEP
+    header = f"# sweep {sweep.name!r} resolved from {sweep.source or sweep_arg} (python -m bench sweep ... --export)\n"
+    atomic_write_text(frozen, header + yaml.safe_dump(sweep.to_dict(), sort_keys=False))
+    name, text = writers[kind](sweep, sweep_dir, train_command(frozen, sweep_dir.parent))
     path = sweep_dir / name
     atomic_write_text(path, text)
     return path
 
 
-def train_command(sweep_arg: str, runs_dir: Path) -> list[str]:
+def train_command(sweep_file: Path, runs_dir: Path) -> list[str]:
     """The arguments after ``python`` that train one run (``--run`` is appended by the caller)."""
-    return ["-m", "bench", "train", _sweep_reference(sweep_arg), "--runs-dir", str(runs_dir), "--no-progress"]
-
-
-def _sweep_reference(sweep_arg: str) -> str:
-    """A shipped sweep stays a name (the repository is shared); a path becomes absolute."""
-    path = Path(sweep_arg)
-    if path.suffix in (".yaml", ".yml") or "/" in sweep_arg:
-        return str(path.resolve())
-    return sweep_arg
+    return ["-m", "bench", "train", str(sweep_file), "--runs-dir", str(runs_dir), "--no-progress"]
 
 
 def _wandb_config(sweep: SweepConfig, sweep_dir: Path, command: list[str]) -> tuple[str, str]:
@@ -82,12 +82,12 @@ def _wandb_config(sweep: SweepConfig, sweep_dir: Path, command: list[str]) -> tu
         "method": "grid",
         "metric": {"name": SELECTION_METRIC, "goal": "maximize"},
         "parameters": {"run": {"values": [cfg.run for cfg in sweep.runs()]}},
-        "command": ["${env}", "${interpreter}", *command, "${args}"],
+        "command": ["${env}", f"--chdir={REPO}", "${interpreter}", *command, "${args}"],
     }
     header = (
         f"# wandb sweep for tvr-convbench sweep {sweep.name!r} (python -m bench sweep ... --export wandb).\n"
         f"# Register: wandb sweep {sweep_dir / 'wandb-sweep.yaml'}\n"
-        f"# Then on each machine, from {REPO} with its Python first on PATH: wandb agent <entity/project/id>\n"
+        "# Then on each machine, with the project's Python first on PATH: wandb agent <entity/project/id>\n"
     )
     return "wandb-sweep.yaml", header + yaml.safe_dump(config, sort_keys=False)
 

@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from datasets.files import atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
+
 COLUMNS = ("sweep", "run", "method", "seed", "step", "train_seconds", "split", "metric", "value")
 STATUSES = ("running", "done", "failed")
 MIN_FREE_BYTES = 64 * 2**20
@@ -64,25 +66,6 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def write_yaml(path: Path, data: dict) -> None:

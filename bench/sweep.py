@@ -47,10 +47,12 @@ def check_compatible(sweep_dir: Path, runs: list[RunConfig]) -> None:
 
 
 def preflight(sweep: SweepConfig, sweep_dir: Path) -> None:
-    """Raise ``ConfigError`` if the data of ``sweep`` does not open or ``sweep_dir`` cannot hold its results."""
-    runs = sweep.runs()
+    """Raise ``ConfigError`` if the data of ``sweep`` does not open (checked while a run is left to do) or
+    ``sweep_dir`` cannot hold its results."""
+    runs = [cfg for cfg in sweep.runs() if read_status(sweep_dir / cfg.run) != "done"]
     splits = ("train", "val", "test") if any(cfg.trainer.eval_test for cfg in runs) else ("train", "val")
-    check_data(sweep.data, splits, f"{sweep.source}: data")
+    if runs:
+        check_data(sweep.data, splits, f"{sweep.source}: data")
     try:
         check_writable(sweep_dir)
     except OSError as err:

@@ -6,12 +6,21 @@ loss), backward, global grad-norm clip, optimizer step (lr from the warmup+cosin
 Every ``val_every`` steps (and at step 0 and at the end): evaluate the whole val split with the clock paused,
 write ``metrics.csv`` and ``last.ckpt`` atomically, mirror to wandb.
 
+Several processes (``strategy: ddp``; Fabric spawns them, gloo on CPU): each takes its contiguous share of the
+global batch and the reps are gathered with gradients, so the loss sees the single-process batch and the averaged
+gradients are the single-process ones (tests/test_ddp.py, every method); evaluation shards the split and rank 0
+reassembles it. Every process is seeded alike, so dropout draws repeat across ranks: the same masks for each
+rank's local items, and identical draws after the gather, where all ranks must compute the same loss.
+
 Two clocks: ``train_seconds`` counts everything of a training step (data fetch included) and excludes
 evaluation, logging and checkpointing; ``wall_seconds`` counts everything. Both survive a resume.
 
 Resume: ``last.ckpt`` holds the model, optimizer, step, both clocks and the Python/NumPy/torch RNG states (NumPy's
 as plain lists, so ``torch.load(weights_only=True)`` works). Because the data position follows from the step, a
-resumed run consumes exactly the batches the uninterrupted run would, and (on CPU) its metrics are bit-identical.
+resumed run consumes exactly the batches the uninterrupted run would, and (on CPU) its metrics are bit-identical
+(tests/test_resume.py: SIGKILL during training, during an evaluation, right after a checkpoint, between
+``metrics.csv`` and its checkpoint). A resumed run first replays its logged rows into the wandb mirror, which may
+have lost what a killed process logged.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from bench.runlog import (
 from bench.wandb_mirror import WandbMirror
 from datasets import dataset_class
 from datasets.base import Backbone, RetrievalDataModule
+from datasets.files import atomic_write
 from methods import build_method
 from methods.base import RetrievalMethod
 from methods.parts.optim import build_optimizer, lr_multiplier
@@ -131,21 +141,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: Any, clock: dict, step: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "clock": clock,
-                "rng": rng_state(),
-            },
-            tmp,
-        )
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed save (full disk) leaves no partial file behind
+    """Write the resume point atomically (a failed save, e.g. a full disk, leaves the previous one intact)."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "step": step,
+        "clock": clock,
+        "rng": rng_state(),
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 # --- the run -------------------------------------------------------------------------------------------------
@@ -178,8 +182,11 @@ class Run:
         model = RunModel(backbone, method)
         groups = method.param_groups(self.tc.weight_decay) + backbone.param_groups(self.tc.weight_decay)
         self.has_params = any(g["params"] for g in groups)
-        optimizer = build_optimizer(groups, self.tc.optimizer, self.tc.lr, self.tc.backbone_lr, self.tc.grad_clip)
-        self.model, self.optimizer = self.fabric.setup(model, optimizer) if self.has_params else (model, optimizer)
+        if self.has_params:  # nothing trains (e.g. meanP on a frozen store without adapter): no optimizer
+            optimizer = build_optimizer(groups, self.tc.optimizer, self.tc.lr, self.tc.backbone_lr, self.tc.grad_clip)
+            self.model, self.optimizer = self.fabric.setup(model, optimizer)
+        else:
+            self.model, self.optimizer = model, None
         self.method = method
         self.stream = BatchStream(self.data, self.cfg, self.fabric.global_rank, self.fabric.world_size)
 
@@ -189,7 +196,8 @@ class Run:
             return
         state = torch.load(path, weights_only=True, map_location="cpu")
         _unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.resumed_from = state["step"], state["step"]
         self.clock = dict(state["clock"])
         set_rng_state(state["rng"])
@@ -225,12 +233,13 @@ class Run:
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         multiplier = lr_multiplier(self.tc.schedule, self.step, self.tc.max_steps, self.tc.warmup)
-        for group in self.optimizer.param_groups:
+        for group in self.optimizer.param_groups if self.optimizer is not None else ():
             group["lr"] = group["base_lr"] * multiplier
-        text, video = self.model(batch)
+        text, video = self.model(self.fabric.to_device(batch))
         if self.fabric.world_size > 1:
             text, video = self._gather(text), self._gather(video)
-        losses = self.method.training_forward(text, video)
+        with self.fabric.autocast():  # the wrapped forward above runs under it already
+            losses = self.method.training_forward(text, video)
         if self.has_params and losses["loss"].requires_grad:
             self.fabric.backward(losses["loss"])
             if self.tc.grad_clip > 0:
@@ -265,7 +274,9 @@ class Run:
         shard = math.ceil(n / world)
         mine = list(range(rank * shard, min(n, (rank + 1) * shard)))
         batches = [mine[i : i + self.tc.eval_batch_size] for i in range(0, len(mine), self.tc.eval_batch_size)]
-        text, video, index = encode_split(self.method, self.data.loader(split, batches), model.backbone)
+        features = lambda batch: model.backbone(self.fabric.to_device(batch))  # noqa: E731
+        with self.fabric.autocast():
+            text, video, index = encode_split(self.method, self.data.loader(split, batches), features)
         if world == 1:
             return text, video
         return self._reassemble(text, video, index, n, shard)
@@ -379,7 +390,7 @@ def _best_so_far(rows: list[tuple]) -> tuple[float, int]:
 
 
 # --- entry points --------------------------------------------------------------------------------------------
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, data_description: dict | None = None) -> None:
+def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     """Check the run folder (free space, writable), drop temporaries a killed run left, write config.yaml and
     status=running."""
     check_writable(run_dir)
@@ -429,8 +440,9 @@ def _launch(cfg: RunConfig, run_dir: Path, wandb_root: Path, progress: bool) -> 
     if tc.strategy == "ddp" and tc.devices > 1:
         from lightning.fabric.strategies import DDPStrategy
 
-        strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo")
-        fabric = L.Fabric(accelerator="cpu", devices=tc.devices, strategy=strategy)
+        backend = "gloo" if tc.accelerator == "cpu" else None  # None: nccl on GPUs
+        strategy = DDPStrategy(start_method="spawn", process_group_backend=backend)
+        fabric = L.Fabric(accelerator=tc.accelerator, devices=tc.devices, strategy=strategy, precision=tc.precision)
         return fabric.launch(train_process, cfg, run_dir, wandb_root, progress)
-    fabric = L.Fabric(accelerator="cpu", devices=1)
+    fabric = L.Fabric(accelerator=tc.accelerator, devices=1, precision=tc.precision)
     return train_process(fabric, cfg, run_dir, wandb_root, progress)

@@ -18,9 +18,7 @@ the entry and the field.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,31 +40,6 @@ TRUNCATION_WORDS = 64
 def one_line(text: object) -> str:
     """``text`` as a single line (exception texts from libraries may span lines)."""
     return " ".join(str(text).split())
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as JSON through a temporary file and ``os.replace`` (never a half-written file)."""
-    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def publish(tmp: str | Path, path: str | Path) -> None:
-    """Move a finished temporary file into place (``mkstemp`` makes it private: give it the usual 0644 first)."""
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 class DataError(ValueError):
@@ -161,7 +134,7 @@ def _load_json(path: Path) -> Any:
         raise AnnotationError(path, f"cannot read: {exc}") from None
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting deeper than ~1000
         raise AnnotationError(path, f"invalid JSON: {exc}") from None
 
 

@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from datasets.base import RetrievalSplit
 from datasets.clip import ClipBackbone, encode_text, tokenize
-from datasets.didemo import DataError, VideoParagraph, publish, write_json_atomic
+from datasets.didemo import DataError, VideoParagraph
+from datasets.files import atomic_write, atomic_write_json
 from datasets.video import FrameSampling, VideoError, VideoProblem, decode_clip, pack_clips, write_problems
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ class FeatureExtractor:
             compare_settings(settings_path, started, self.settings, exact=True)
             log.info("resuming the extraction into %s", self.out)
         else:
-            write_json_atomic(settings_path, self.settings)
+            atomic_write_json(settings_path, self.settings)
 
     def _fail_on_missing(self, sources: Sequence[SplitSource]) -> None:
         if not self.strict:
@@ -386,8 +387,8 @@ class FeatureExtractor:
         try:
             for key, value in arrays.items():
                 np.save(tmp / f"{key}.npy", value)
-            write_json_atomic(tmp / "items.json", [_item(p) for p in items])
-            write_json_atomic(tmp / "problems.json", [p.as_dict() for p in problems])
+            atomic_write_json(tmp / "items.json", [_item(p) for p in items])
+            atomic_write_json(tmp / "problems.json", [p.as_dict() for p in problems])
             os.rename(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -414,7 +415,7 @@ class FeatureExtractor:
             },
             "sources": sources_info,
         }
-        write_json_atomic(self.out / "manifest.json", manifest)
+        atomic_write_json(self.out / "manifest.json", manifest)
         shutil.rmtree(self.partial)
         return manifest
 
@@ -426,16 +427,15 @@ class FeatureExtractor:
         for key in ARRAYS:
             empty = self._concat(key, [])
             _write_npy_atomic(folder / f"{key}.npy", [d / f"{key}.npy" for d in chunk_dirs], rows, empty)
-        write_json_atomic(folder / "items.json", [item for items in chunk_items for item in items])
+        atomic_write_json(folder / "items.json", [item for items in chunk_items for item in items])
         return sum(rows)
 
 
 def _write_npy_atomic(path: Path, parts: list[Path], rows: list[int], empty: np.ndarray) -> None:
     """Concatenate the ``.npy`` files ``parts`` (``rows`` each) into ``path`` through a memory-mapped temporary file,
     one part in memory at a time."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         shape = (sum(rows), *empty.shape[1:])
         target = np.lib.format.open_memmap(tmp, mode="w+", dtype=empty.dtype, shape=shape)
         start = 0
@@ -444,10 +444,8 @@ def _write_npy_atomic(path: Path, parts: list[Path], rows: list[int], empty: np.
             start += count
         target.flush()
         del target
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _read_json(path: Path) -> Any:

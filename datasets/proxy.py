@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -57,6 +56,7 @@ from datasets.base import (
     RetrievalSplit,
     register_dataset,
 )
+from datasets.files import atomic_write
 
 GENERATOR_VERSION = 2
 FUNCTION_WORDS = (
@@ -389,10 +389,7 @@ def load_or_generate(s: ProxySettings, cache_dir: Path) -> dict[str, dict[str, T
     if path.exists():
         return torch.load(path, weights_only=True)
     data = generate(s)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(data, tmp))
     return data
 
 

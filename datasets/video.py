@@ -51,7 +51,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from datasets.didemo import DataError, one_line, write_json_atomic
+from datasets.didemo import DataError, one_line
+from datasets.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class VideoProblem:
 def write_problems(path: str | Path, problems: Sequence[VideoProblem]) -> None:
     """Write the problem list (sorted by split, then video) as JSON, atomically."""
     rows = sorted((p.as_dict() for p in problems), key=lambda r: (r["split"], r["video"]))
-    write_json_atomic(path, rows)
+    atomic_write_json(path, rows)
 
 
 # --- file names -------------------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class VideoIndex:
 
     def save(self) -> None:
         if self.cache_path is not None:
-            write_json_atomic(self.cache_path, {"listing": self.listing, "files": self.files, "probes": self.probes})
+            atomic_write_json(self.cache_path, {"listing": self.listing, "files": self.files, "probes": self.probes})
 
     def resolve(self, name: str) -> Path | None:
         """The file for list entry ``name`` (``None`` when no file has its key)."""

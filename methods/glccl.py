@@ -52,7 +52,7 @@ from torch import Tensor
 
 from methods import register_method
 from methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
-from methods.parts.aosm import FourScores
+from methods.parts.aosm import FourScores, pair_tile, rep_len, split_rep
 from methods.parts.losses import symmetric_infonce
 from methods.parts.pooling import conditioned_weights, pool
 from methods.parts.temporal import SeqTransf
@@ -127,16 +127,57 @@ class GLCCL(RetrievalMethod):
         return {"loss": infonce + self.csc_weight * csc, "infonce": infonce, "csc": csc}
 
     def score_parts(self, text: Rep, video: Rep) -> Tensor:
-        """The four unscaled scores ``[4, A, B]`` (video-sentence, video-word, sentence-frame, frame-word)."""
+        """The four unscaled scores ``[4, A, B]`` (video-sentence, video-word, sentence-frame, frame-word).
+
+        Without autograd the texts are scored in tiles (``pair_tile``) so the [pairs, L, L] temporaries stay in
+        cache; every text's row is computed the same way in any tile.
+        """
+        if torch.is_grad_enabled():
+            parts = self.score_tile(text, video)
+        else:
+            pair_elements = self.max_words * max(self.max_words, self.max_frames)  # [L, L] logits, [F, L] factors
+            rows = pair_tile(rep_len(video), pair_elements, self.width, self.max_words)
+            parts = [torch.cat(part) for part in zip(*(self.score_tile(t, video) for t in split_rep(text, rows)))]
+        word_mask = text["word_mask"][:, None] if self.mask_padding else None  # [A, 1, L]: words and guided frames
+        return self.head.combine(*parts, word_mask, word_mask)
+
+    def score_tile(self, text: Rep, video: Rep) -> tuple[Tensor, ...]:
+        """The inputs of ``FourScores.combine`` for one tile of texts: video-sentence ``[A, B]``, video-word,
+        sentence-frame, and the frame-word matrix pooled along its guided frames and along its words (``[A, B, L]``
+        each). Pair-level tensors are computed video-major, ``[B, A, ...]``."""
         frame_mask = video["frame_mask"] if self.mask_padding else None
         video_feat = guided_video(text["sentence_raw"], video["frames"], self.pool_temperature, frame_mask)
-        weights = guided_frame_weights(text["words_raw"], video, self.pool_temperature, frame_mask)  # [A, B, L, F]
         video_sentence = torch.einsum("ad,abd->ab", text["sentence_g"], video_feat)  # [A, B]
         video_word = torch.einsum("atd,abd->abt", text["words"], video_feat)  # [A, B, L]
-        sentence_frame = guided_frame_scores(text["sentence"][:, None], video["frames"], weights)[:, :, 0]  # [A, B, L]
-        frame_word = guided_frame_scores(text["words_loc"], video["frames"], weights)  # [A, B, L, L]
-        word_mask = text["word_mask"][:, None] if self.mask_padding else None  # [A, 1, L]: words and guided frames
-        return self.head(video_sentence, video_word, sentence_frame, frame_word, word_mask, word_mask)
+        weights = pair_factor(frame_major_weights(text["words_raw"], video, self.pool_temperature, frame_mask))
+        sentence_frame = frame_major_dots(text["sentence"][:, None], video["frames"])  # [F, B, A, 1]
+        sentence_frame = (pair_factor(sentence_frame).mT @ weights)[:, 0]  # [B A, L]
+        queries = pair_factor(frame_major_dots(text["words_loc"] / self.head.temperature, video["frames"]))
+        per_word, per_frame = self.aosm_pools(queries, weights, text["word_mask"] if self.mask_padding else None)
+        num_texts, num_videos = video_sentence.shape
+        text_major = lambda x: x.view(num_videos, num_texts, -1).transpose(0, 1)  # noqa: E731  [A, B, L]
+        return video_sentence, video_word, text_major(sentence_frame), text_major(per_word), text_major(per_frame)
+
+    def aosm_pools(self, queries: Tensor, weights: Tensor, word_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The word x guided-frame AOSM pools, ``([P, L], [P, L])`` (guided frames pooled, words pooled), of the logits
+        ``queries^T weights`` per pair (``[P, F, L]`` each; ``word_mask`` ``[A, L]`` with P = B x A, video-major).
+
+        When 2F < L, M is folded into the factors (``AttnSum.pool_logits``'s ``mixed``): ``(x M^T) = q^T (g M^T)``
+        costs 2 F L^2 multiply-adds per pair instead of L^3.
+        """
+        logits = queries.mT @ weights  # [P, L (words), L (guided frames)]
+        t_mask = u_mask = mixed_u = mixed_t = None
+        if word_mask is not None:
+            pair_mask = word_mask.repeat(queries.shape[0] // word_mask.shape[0], 1)[:, None]  # [P, 1, L]
+            t_mask, u_mask = pair_mask.mT, pair_mask
+            queries, weights_masked = queries * pair_mask, weights * pair_mask  # masked words / frames -> 0
+        if 2 * queries.shape[1] < queries.shape[2]:
+            masked = weights if word_mask is None else weights_masked
+            mixed_u = queries.mT @ (masked @ self.head.frame.weight.t())  # [P, L, L]: x M_frame^T over frames
+            mixed_t = (queries @ self.head.word.weight.t()).mT @ weights  # [P, L, L]: M_word x over words
+        per_word = self.head.frame.pool_logits(logits, u_mask, dim=-1, mixed=mixed_u)  # [P, L]
+        per_frame = self.head.word.pool_logits(logits, t_mask, dim=-2, mixed=mixed_t)  # [P, L]
+        return per_word, per_frame
 
 
 def guided_video(sentence: Tensor, frames: Tensor, temperature: float, mask: Tensor | None = None) -> Tensor:
@@ -148,8 +189,30 @@ def guided_video(sentence: Tensor, frames: Tensor, temperature: float, mask: Ten
     return normalize(pool(weights, frames))  # [A, B, D]
 
 
+def frame_major_dots(queries: Tensor, frames: Tensor) -> Tensor:
+    """``q_at . z_bf`` of queries ``[A, T, D]`` and frames ``[B, F, D]`` as ``[F, B, A, T]`` (one GEMM)."""
+    (num_texts, num_queries, width), (num_videos, num_frames) = queries.shape, frames.shape[:2]
+    frame_rows = frames.transpose(0, 1).reshape(-1, width)  # [F B, D]
+    return (frame_rows @ queries.reshape(-1, width).t()).view(num_frames, num_videos, num_texts, num_queries)
+
+
+def frame_major_weights(words: Tensor, video: Rep, temperature: float, mask: Tensor | None = None) -> Tensor:
+    """``guided_frame_weights`` laid out frame-major, ``[F, B, A, L]`` (contiguous; the layout ``pair_factor`` and
+    the softmax over frames want)."""
+    logits = frame_major_dots(words / temperature, video["frames"])  # [F, B, A, L]
+    if mask is not None:
+        logits = logits.masked_fill(~mask.t()[:, :, None, None], float("-inf"))
+    weights = logits.softmax(dim=0)  # [F, B, A, L]
+    num_frames, num_videos = weights.shape[:2]
+    per_video = weights.transpose(0, 1).reshape(num_videos, num_frames, -1)  # [B, F, A L] (a view)
+    sq_norm = (torch.bmm(video["gram"], per_video) * per_video).sum(1)  # [B, A L]  w^T (z_b z_b^T) w
+    return weights / sq_norm.clamp_min(1e-24).sqrt().view(1, *weights.shape[1:])  # same epsilon as ``normalize``
+
+
 def guided_frame_weights(words: Tensor, video: Rep, temperature: float, mask: Tensor | None = None) -> Tensor:
     """Normalised GLIM weights ``[A, B, L, F]``: ``g_abu = sum_f w_abuf z_bf`` is the unit word-guided frame.
+
+    A view of ``frame_major_weights`` (the layout the similarity computes in).
 
     Args:
         words: raw token features ``[A, L, D]`` (the guiding queries, one per slot).
@@ -157,18 +220,21 @@ def guided_frame_weights(words: Tensor, video: Rep, temperature: float, mask: Te
         temperature: GLIM's softmax temperature.
         mask: optional frame mask ``[B, F]`` (padded frames leave the softmax).
     """
-    num_texts, num_words = words.shape[:2]
-    mode = "none" if mask is None else "exclude"
-    weights = conditioned_weights(words.flatten(0, 1), video["frames"], temperature, mask, mode)  # [A*L, B, F]
-    weights = weights.unflatten(0, (num_texts, num_words)).transpose(1, 2)  # [A, B, L, F]
-    sq_norm = (torch.einsum("abuf,bfg->abug", weights, video["gram"]) * weights).sum(-1)  # [A, B, L]
-    return weights / sq_norm.clamp_min(1e-24).sqrt().unsqueeze(-1)  # same epsilon as ``normalize``
+    return frame_major_weights(words, video, temperature, mask).permute(2, 1, 3, 0)
+
+
+def pair_factor(x: Tensor) -> Tensor:
+    """A frame-major ``[F, B, A, T]`` tensor as per-pair matrices ``[B A, F, T]`` (video-major pairs, contiguous)."""
+    num_frames, num_videos, num_texts = x.shape[:3]
+    return x.reshape(num_frames, num_videos * num_texts, -1).transpose(0, 1).contiguous()
 
 
 def guided_frame_scores(queries: Tensor, frames: Tensor, weights: Tensor) -> Tensor:
     """``q_at . g_abu``: queries ``[A, T, D]``, frames ``[B, F, D]``, weights ``[A, B, U, F]`` -> ``[A, B, T, U]``."""
-    query_frame = torch.einsum("atd,bfd->abtf", queries, frames)  # [A, B, T, F]
-    return query_frame @ weights.transpose(-1, -2)  # [A, B, T, U]
+    num_texts, num_videos = weights.shape[:2]
+    frame_major = weights.permute(3, 1, 0, 2)  # [F, B, A, U]
+    scores = pair_factor(frame_major_dots(queries, frames)).mT @ pair_factor(frame_major)  # [B A, T, U]
+    return scores.view(num_videos, num_texts, *scores.shape[1:]).transpose(0, 1)
 
 
 def csc_loss(scores: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from methods import register_method
 from methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
-from methods.parts.aosm import FourScores
+from methods.parts.aosm import FourScores, pair_tile, rep_len, split_rep
 from methods.parts.pooling import masked_mean_of_normalized
 from methods.parts.temporal import SeqTransf
 
@@ -79,12 +79,42 @@ class XCLIP(RetrievalMethod):
         return self.logit_scale(self.score_parts(text, video).mean(0))  # [A, B]
 
     def score_parts(self, text: Rep, video: Rep) -> Tensor:
-        """The four unscaled scores ``[4, A, B]`` (video-sentence, video-word, sentence-frame, frame-word)."""
-        video_sentence = text["sentence_g"] @ video["video"].t()  # [A, B]
-        video_word = torch.einsum("atd,bd->abt", text["words"], video["video"])  # [A, B, L]
-        sentence_frame = torch.einsum("ad,bfd->abf", text["sentence"], video["frames"])  # [A, B, F]
-        frame_word = torch.einsum("atd,bfd->abtf", text["words_loc"], video["frames"])  # [A, B, L, F]
+        """The four unscaled scores ``[4, A, B]`` (video-sentence, video-word, sentence-frame, frame-word).
+
+        Without autograd the texts are scored in tiles (``pair_tile``) so the [F, B, texts, L] temporaries stay in
+        cache; every text's row is computed the same way in any tile.
+        """
+        frame_rows = video["frames"].transpose(0, 1).reshape(-1, self.width)  # [F B, D]: frame-major
+        if torch.is_grad_enabled():
+            parts = self.score_tile(text, video, frame_rows)
+        else:
+            rows = pair_tile(rep_len(video), self.max_words * self.max_frames, self.width, self.max_words)
+            tiles = (self.score_tile(part, video, frame_rows) for part in split_rep(text, rows))
+            parts = [torch.cat(part) for part in zip(*tiles)]
         word_mask = frame_mask = None
         if self.mask_padding:
             word_mask, frame_mask = text["word_mask"][:, None], video["frame_mask"][None]  # [A, 1, L], [1, B, F]
-        return self.head(video_sentence, video_word, sentence_frame, frame_word, word_mask, frame_mask)
+        return self.head.combine(*parts, word_mask, frame_mask)
+
+    def score_tile(self, text: Rep, video: Rep, frame_rows: Tensor) -> tuple[Tensor, ...]:
+        """The inputs of ``FourScores.combine`` for one tile of texts (``frame_rows``: the frames ``[F B, D]``,
+        frame-major): video-sentence ``[A, B]``, video-word ``[A, B, L]``, sentence-frame ``[A, B, F]``, and the
+        frame-word matrix pooled along its frames (``[A, B, L]``) and along its words (``[A, B, F]``).
+
+        The frame-word logits come from one GEMM as ``[F, B, A, L]`` (1/temperature folded into the words) and the
+        AOSM pools their last axis (words) and their first (frames, one GEMM with M) in place.
+        """
+        num_texts, num_words, width = text["words_loc"].shape
+        num_videos, num_frames = video["frames"].shape[:2]
+        video_sentence = text["sentence_g"] @ video["video"].t()  # [A, B]
+        video_word = torch.einsum("atd,bd->abt", text["words"], video["video"])  # [A, B, L]
+        sentence_frame = torch.einsum("ad,bfd->abf", text["sentence"], video["frames"])  # [A, B, F]
+        queries = text["words_loc"].reshape(-1, width) / self.head.temperature  # [A L, D]
+        logits = (frame_rows @ queries.t()).view(num_frames, num_videos, num_texts, num_words)  # [F, B, A, L]
+        word_mask = frame_mask = None
+        if self.mask_padding:
+            word_mask = text["word_mask"]  # [A, L]
+            frame_mask = video["frame_mask"].t()[:, :, None, None]  # [F, B, 1, 1]
+        per_frame = self.head.word.pool_logits(logits, word_mask, dim=-1)  # [F, B, A]: words pooled
+        per_word = self.head.frame.pool_logits(logits, frame_mask, dim=0)  # [B, A, L]: frames pooled
+        return video_sentence, video_word, sentence_frame, per_word.transpose(0, 1), per_frame.permute(2, 1, 0)

@@ -25,6 +25,7 @@ import torch
 
 from bench import runlog, trainer
 from bench.cli import main
+from datasets import files
 from methods import METHODS, register_method
 from tests.test_didemo_store import MAX_FRAMES, MAX_WORDS, World, world  # noqa: F401 - `world` is a fixture
 
@@ -98,16 +99,16 @@ def reference(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> list[tup
 # --- a run that raises -------------------------------------------------------------------------------------------
 @pytest.fixture
 def explode():
-    """``explode``: meanP whose loss raises at its third training step while ``Explode.armed``."""
+    """``explode``: meanP whose loss raises at the third training step of each process while ``Explode.armed``."""
     base = METHODS.get("meanp")
 
     class Explode(base.cls):
-        armed, calls = True, 0
+        armed = True
 
         def loss(self, sim, text, video):  # noqa: ANN001, ANN201
-            Explode.calls += 1
-            if Explode.armed and Explode.calls == 3:
-                raise RuntimeError("injected failure at training step 3")
+            self.calls = getattr(self, "calls", 0) + 1
+            if Explode.armed and self.calls == 3:
+                raise RuntimeError("injected failure at the third step")
             return super().loss(sim, text, video)
 
     register_method("explode", **base.preset)(Explode)
@@ -115,34 +116,53 @@ def explode():
     METHODS.unregister("explode")
 
 
-def test_failed_run_is_recorded_the_sweep_goes_on_and_the_next_sweep_retries_it(
-    tmp_path: Path, cache: Path, explode, capsys: pytest.CaptureFixture
+def test_failed_runs_are_recorded_the_sweep_goes_on_and_the_next_sweep_retries_only_unfinished_runs(
+    tmp_path: Path, cache: Path, explode, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, runs = sweep_file(tmp_path, cache, methods="[meanp, explode, seqtransf]"), tmp_path / "runs"
+    sweep_dir = runs / "s"
+    names = ("meanp-s0", "explode-s0", "seqtransf-s0")
+
+    def status() -> dict[str, str]:
+        return {run: (sweep_dir / run / "status").read_text().strip() for run in names}
+
+    # 1. explode fails at step 3; seqtransf is interrupted (Ctrl-C) right after its checkpoint at step 2
+    original = trainer.save_checkpoint
+
+    def interrupt(path, model, optimizer, clock, step):  # noqa: ANN001, ANN202
+        original(path, model, optimizer, clock, step)
+        if "seqtransf" in str(path) and step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(path, runs)
+    monkeypatch.setattr(trainer, "save_checkpoint", original)
+    assert status() == {"meanp-s0": "done", "explode-s0": "failed", "seqtransf-s0": "running"}
+    trace = (sweep_dir / "explode-s0" / "traceback.txt").read_text()
+    assert "RuntimeError: injected failure at the third step" in trace and "test_faults.py" in trace
+    assert max(int(r[0]) for r in values(sweep_dir / "explode-s0" / "metrics.csv")) == 2
+    meanp = (sweep_dir / "meanp-s0" / "metrics.csv").read_bytes()
+    capsys.readouterr()
+
+    # 2. the next sweep skips the done run, resumes the two others; explode fails again (step 5), the sweep goes on
     assert sweep(path, runs) == 1
     out, err = capsys.readouterr()
-    sweep_dir = runs / "s"
-    status = {
-        run: (sweep_dir / run / "status").read_text().strip() for run in ("meanp-s0", "explode-s0", "seqtransf-s0")
-    }
-    assert status == {"meanp-s0": "done", "explode-s0": "failed", "seqtransf-s0": "done"}
-    trace = (sweep_dir / "explode-s0" / "traceback.txt").read_text()
-    assert "RuntimeError: injected failure at training step 3" in trace and "test_faults.py" in trace
+    assert "meanp-s0: done, skipped" in out and "seqtransf-s0: best val" in out and "(resumed at step 2)" in out
     assert "sweep s: 2/3 runs done, 1 failed" in out
-    assert "explode-s0: FAILED (RuntimeError: injected failure at training step 3)" in err
+    assert "explode-s0: FAILED (RuntimeError: injected failure at the third step)" in err
     assert str(sweep_dir / "explode-s0" / "traceback.txt") in err
-    done_before = {run: (sweep_dir / run / "metrics.csv").read_bytes() for run in ("meanp-s0", "seqtransf-s0")}
-    failed_rows = values(sweep_dir / "explode-s0" / "metrics.csv")
-    assert max(int(r[0]) for r in failed_rows) == 2  # evaluations at 0 and 2, the failure at step 3
+    assert status() == {"meanp-s0": "done", "explode-s0": "failed", "seqtransf-s0": "done"}
 
+    # 3. fixed: only explode runs, from its last checkpoint, and ends exactly where meanp (same model) did
     explode.armed = False
     assert sweep(path, runs) == 0
     out, _ = capsys.readouterr()
     assert "meanp-s0: done, skipped" in out and "seqtransf-s0: done, skipped" in out
-    assert "explode-s0: best val" in out and "(resumed at step 2)" in out
-    assert (sweep_dir / "explode-s0" / "status").read_text() == "done\n"
-    assert all((sweep_dir / run / "metrics.csv").read_bytes() == data for run, data in done_before.items())
-    assert values(sweep_dir / "explode-s0" / "metrics.csv")[: len(failed_rows)] == failed_rows
+    assert "explode-s0: best val" in out and "(resumed at step 4)" in out
+    assert status() == {"meanp-s0": "done", "explode-s0": "done", "seqtransf-s0": "done"}
+    assert (sweep_dir / "meanp-s0" / "metrics.csv").read_bytes() == meanp
+    assert values(sweep_dir / "explode-s0" / "metrics.csv") == values(sweep_dir / "meanp-s0" / "metrics.csv")
 
 
 # --- wandb trouble -----------------------------------------------------------------------------------------------
@@ -264,13 +284,13 @@ def _fill_disk_at_metrics_write(monkeypatch: pytest.MonkeyPatch, nth: int) -> No
 
     def fake_open(path, mode="r", *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         handle = open(path, mode, *args, **kwargs)  # noqa: SIM115 - returned to a with-block
-        if Path(path).name.startswith(".metrics.csv.tmp"):
+        if Path(path).name.startswith(".metrics.csv."):
             calls.append(1)
             if len(calls) == nth:
                 return _HalfWriter(handle)
         return handle
 
-    monkeypatch.setattr(runlog, "open", fake_open, raising=False)
+    monkeypatch.setattr(files, "open", fake_open, raising=False)
 
 
 def _fill_disk_at_checkpoint(monkeypatch: pytest.MonkeyPatch, nth: int) -> None:
@@ -376,3 +396,44 @@ def test_store_without_a_train_split_is_a_usage_error(world: World, tmp_path: Pa
         capsys, f"{path}: data: {world.store}/manifest.json: field 'settings.splits': the store has no split 'train'"
     )
     assert not runs.exists()
+
+
+def test_under_a_wandb_agent_the_agents_run_id_is_used(
+    tmp_path: Path, cache: Path, reference: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")  # what `wandb agent` sets for the command it starts
+    monkeypatch.setenv("WANDB_RUN_ID", "agentrun1")
+    path, runs = sweep_file(tmp_path, cache, wandb="offline"), tmp_path / "runs"
+    assert sweep(path, runs) == 0
+    run_dir = runs / "s" / "meanp-s0"
+    assert (run_dir / "wandb_id").read_text() == "agentrun1\n"
+    assert (
+        [p.name for p in (runs / "s" / "wandb").glob("offline-run-*")]
+        == [p.name for p in (runs / "s" / "wandb").glob("offline-run-*-agentrun1")]
+        != []
+    )
+    assert values(run_dir / "metrics.csv") == reference
+
+
+def test_a_run_with_nothing_to_train_runs_and_resumes(tmp_path: Path, cache: Path, monkeypatch) -> None:
+    """meanP on features without adapter has no parameter: no optimizer is built (torch refuses an empty one)."""
+    path, runs = sweep_file(tmp_path, cache), tmp_path / "runs"
+    path.write_text(path.read_text().replace("vocab_size: 200,", "vocab_size: 200, adapter: false,"))
+    run_dir = runs / "s" / "meanp-s0"
+    with monkeypatch.context() as patch:
+        original = trainer.save_checkpoint
+
+        def stop(path, model, optimizer, clock, step):  # noqa: ANN001, ANN202
+            original(path, model, optimizer, clock, step)
+            if step == 2:
+                raise KeyboardInterrupt
+
+        patch.setattr(trainer, "save_checkpoint", stop)
+        with pytest.raises(KeyboardInterrupt):
+            sweep(path, runs)
+    assert torch.load(run_dir / "last.ckpt", weights_only=True)["optimizer"] == {}
+    assert sweep(path, runs) == 0
+    rows = values(run_dir / "metrics.csv")
+    val = {(r[0], r[2]): r[3] for r in rows if r[1] == "val"}
+    assert {step for step, _ in val} == {"0", "2", "4", "6"}
+    assert len({v for (_, metric), v in val.items() if metric == "t2v/R@1"}) == 1  # nothing trains

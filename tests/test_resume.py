@@ -3,9 +3,13 @@ metrics of an uninterrupted run (every val/test metric and every training loss, 
 differ), with a ``metrics.csv`` that never holds a duplicated or partial row.
 
 The method is X-Pool: its dropout draws from the torch RNG at every training step, so an exact match also shows
-that the RNG states and the data position are restored. Kills are real ``SIGKILL``s: a small driver runs the CLI
-(``bench.cli.main``, what ``python -m bench`` runs) with one function wrapped to ``SIGKILL`` its own process at a
-chosen moment, and the last command of each lineage is the plain ``python -m bench sweep <yaml>``.
+that the RNG states and the data position are restored (and a resume without the RNG states does not match).
+
+In-process tests interrupt with ``KeyboardInterrupt`` (fast). The slow test kills for real, four times in one
+lineage: a small driver runs the CLI (``bench.cli.main``, what ``python -m bench`` runs) with one function wrapped
+to ``SIGKILL`` its own process at a chosen moment; the last command is the plain ``python -m bench sweep <yaml>``.
+It also reads the wandb offline logs: a SIGKILLed process may leave an empty one (it did with wandb 0.31: header
+only), and the resumed run's log holds the whole history (the trainer replays the local rows up to its checkpoint).
 """
 
 from __future__ import annotations
@@ -160,6 +164,32 @@ def test_interrupted_run_resumes_bit_identical(tmp_path: Path, monkeypatch: pyte
     assert main(cli_args(sweep, runs)) == 0
     assert results(read_metrics(run_dir / "metrics.csv")) == results(expected)
     assert (run_dir / "status").read_text() == "done\n" and not (run_dir / "last.ckpt").exists()
+
+
+def test_the_comparison_sees_the_rng_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same interruption, resumed without restoring the RNG states: X-Pool's dropout draws differ and the run
+    ends elsewhere, so the exact match above does depend on the restored states."""
+    cache = tmp_path / "cache"
+    expected = reference_metrics(tmp_path, cache)
+    sweep, runs = write_sweep(tmp_path / "killed", cache), tmp_path / "killed" / "runs"
+    from bench import trainer
+
+    original = trainer.save_checkpoint
+
+    def interrupt(path, model, optimizer, clock, step):  # noqa: ANN001, ANN202
+        original(path, model, optimizer, clock, step)
+        if step == 8:
+            raise Interrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", interrupt)
+    with pytest.raises(Interrupt):
+        main(cli_args(sweep, runs))
+    monkeypatch.setattr(trainer, "save_checkpoint", original)
+    monkeypatch.setattr(trainer, "set_rng_state", lambda state: None)
+    assert main(cli_args(sweep, runs)) == 0
+    rows = results(read_metrics(runs / "kill" / RUN / "metrics.csv"))
+    split = next(i for i, row in enumerate(results(expected)) if row[0] > 8)
+    assert rows[:split] == results(expected)[:split] and rows[split:] != results(expected)[split:]
 
 
 # --- SIGKILL at several moments (subprocesses) --------------------------------------------------------------------

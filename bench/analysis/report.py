@@ -1,14 +1,12 @@
 """``write_report(sweep_dir, out_dir)``: the only function of ``bench.analysis`` that writes files.
 
 It writes ``out_dir/report.md``, ``out_dir/figures/*.png`` and the tables as ``out_dir/*.csv``, each atomically
-(temporary file in the same folder, then ``os.replace``), so a reader never sees a half-written file.
+(``datasets.files``: temporary file in the same folder, then ``os.replace``), so no reader sees a half-written file.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -18,23 +16,7 @@ from bench.analysis import aggregate, figures, tables
 from bench.analysis.document import render_report
 from bench.analysis.load import load_sweep
 from bench.analysis.pipeline import Analysis, analyse, read_report_config
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a uniquely named temporary file in the same folder, then ``os.replace`` it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+from datasets.files import atomic_write_bytes, atomic_write_text
 
 
 def save_figure(fig: Figure, path: Path, dpi: int) -> None:
