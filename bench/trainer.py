@@ -102,11 +102,13 @@ class BatchStream:
         self.per_epoch = self.num_items // self.batch
         if self.per_epoch == 0:
             raise ValueError(f"train split has {self.num_items} items, fewer than batch_size {self.batch}")
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
 
     def indices(self, step: int) -> list[int]:
         epoch, pos = divmod(step, self.per_epoch)
-        order = epoch_order(self.num_items, self.seed, epoch)
-        batch = order[pos * self.batch : (pos + 1) * self.batch]
+        if epoch != self._epoch:  # one permutation per epoch (still a pure function of seed and epoch)
+            self._epoch, self._order = epoch, epoch_order(self.num_items, self.seed, epoch)
+        batch = self._order[pos * self.batch : (pos + 1) * self.batch]
         share = self.batch // self.world
         return batch[self.rank * share : (self.rank + 1) * share].tolist()
 
@@ -188,6 +190,11 @@ class Run:
         else:
             self.model, self.optimizer = model, None
         self.method = method
+        # One CPU process in full precision: call the module itself (Fabric's wrapper, its device move and its
+        # autocast context would only add per-step overhead there); otherwise go through Fabric.
+        plain = self.fabric.world_size == 1 and self.fabric.device.type == "cpu" and self.tc.precision == "32-true"
+        self.forward = _unwrap(self.model) if plain else self.model
+        self.to_device = (lambda batch: batch) if plain else self.fabric.to_device
         self.stream = BatchStream(self.data, self.cfg, self.fabric.global_rank, self.fabric.world_size)
 
     def restore(self) -> None:
@@ -235,7 +242,7 @@ class Run:
         multiplier = lr_multiplier(self.tc.schedule, self.step, self.tc.max_steps, self.tc.warmup)
         for group in self.optimizer.param_groups if self.optimizer is not None else ():
             group["lr"] = group["base_lr"] * multiplier
-        text, video = self.model(self.fabric.to_device(batch))
+        text, video = self.forward(self.to_device(batch))
         if self.fabric.world_size > 1:
             text, video = self._gather(text), self._gather(video)
         with self.fabric.autocast():  # the wrapped forward above runs under it already
@@ -274,7 +281,7 @@ class Run:
         shard = math.ceil(n / world)
         mine = list(range(rank * shard, min(n, (rank + 1) * shard)))
         batches = [mine[i : i + self.tc.eval_batch_size] for i in range(0, len(mine), self.tc.eval_batch_size)]
-        features = lambda batch: model.backbone(self.fabric.to_device(batch))  # noqa: E731
+        features = lambda batch: model.backbone(self.to_device(batch))  # noqa: E731
         with self.fabric.autocast():
             text, video, index = encode_split(self.method, self.data.loader(split, batches), features)
         if world == 1:

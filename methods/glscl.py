@@ -49,9 +49,11 @@ Deviations from the official code (none changes the function computed at default
   cosine without an [A, B, D] pooled tensor (one CPU thread, B=128, F=12, D=512, forward + backward: 38 ms vs
   558 ms). ``methods.parts.pooling`` is therefore not called (its einsums are GEMMs, see the next item); the tests
   check value and gradient against ``conditioned_weights(mode="multiply")`` + ``pool``.
-- Evaluation is block-exact: without autograd, every dot product of the pairwise and local scores is reduced in
-  an order fixed by its length alone (``pairwise_dots``), so a block equals the slice of the full matrix bit for
-  bit. Training uses GEMMs (the same cosines to ~1e-6).
+- Evaluation is block-exact: without autograd, every GEMM of the pairwise and local scores runs in tiles of one
+  fixed shape (``GEMM_TILE`` rows of each operand, zero-padded; ``pairwise_dots``, ``quadratic_forms``), and a
+  fixed-shape GEMM computes every entry the same way wherever its row and column sit in the tile, so a block
+  equals the slice of the full matrix bit for bit (tests/test_glscl.py and tests/test_perf.py check it for many
+  block sizes and depths). Training uses plain GEMMs (the same cosines to ~1e-6).
 - The official ``.squeeze()`` on the GIM logits (crash for a one-item block) is not reproduced, and norms are
   clamped at 1e-12 (officially none: a pair whose real-frame weights all underflow in fp32 gives 0 here, NaN
   there). The logit scale is the base class's (fixed 100 by default; officially CLIP's learnable one at lr 1e-7,
@@ -73,9 +75,8 @@ from methods.parts.temporal import SeqTransf
 
 ScoreMode = Literal["both", "global", "local"]
 
-PRODUCT_CHUNK = 1 << 20
-"""elements of one broadcast product in ``pairwise_dots`` without autograd (4 MiB in float32; measured up to 15x
-faster on CPU than one large product, whose pages the allocator maps afresh on every call)"""
+GEMM_TILE = 64
+"""rows of each operand in every evaluation GEMM (``pairwise_dots``, ``quadratic_forms``); block sizes pad up to it"""
 
 EPS = 1e-12
 
@@ -83,29 +84,49 @@ EPS = 1e-12
 def pairwise_dots(x: Tensor, y: Tensor) -> Tensor:
     """``x @ y.T`` for x [M, K] and y [N, K], returning [M, N].
 
-    When autograd records the call (training) this is one GEMM. Otherwise (evaluation) each entry is the sum of a
-    contiguous length-K product row by torch's sum kernel, whose order depends on K alone (threads split the
-    output rows, never a row), so any block of the result is bit-identical to the same slice of the full result.
-    A GEMM does not give that: BLAS picks its kernel, and so the summation order, by matrix shape (e.g. a GEMV for a
-    one-row block). The products are formed in [m, n, K] tiles of about ``PRODUCT_CHUNK`` elements (at least one
-    row each). The price, measured on one CPU thread for 1000 x 1000 pairs at D=256, F=12: 2.5 s vs 0.56 s with
-    GEMMs for the whole GLSCL score.
+    When autograd records the call (training) this is one GEMM. Otherwise (evaluation) both operands are zero-padded
+    to multiples of ``GEMM_TILE`` rows and multiplied in ``GEMM_TILE x GEMM_TILE`` output tiles of one fixed shape
+    (one batched GEMM per row tile of x), so each entry's summation order depends on K alone and any block of the
+    result is bit-identical to the same slice of the full result. An unpadded GEMM does not give that: BLAS picks its
+    kernel, and so the summation order, by matrix shape (e.g. a GEMV for a one-row block). Measured at D=512, F=64
+    for the whole GLSCL score of a 64 x 64 block on one thread (best of 10): 9.3 ms, vs 96 ms for the former exact
+    method (broadcast products reduced by torch's sum kernel).
     """
     if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
         return x @ y.t()  # [M, N]
-    k = max(x.shape[1], 1)
-    y_rows = max(1, PRODUCT_CHUNK // k)
-    x_rows = max(1, PRODUCT_CHUNK // (min(y.shape[0], y_rows) * k))
-    rows = [torch.cat([_tile_dots(x_tile, y_tile) for y_tile in y.split(y_rows)], 1) for x_tile in x.split(x_rows)]
-    return torch.cat(rows)  # [M, N]
+    y_tiles = _pad_rows(y, GEMM_TILE).view(-1, GEMM_TILE, y.shape[1]).mT  # [n, K, T]
+    rows = [torch.bmm(x_tile.expand(y_tiles.shape[0], -1, -1), y_tiles) for x_tile in _row_tiles(x)]  # [n, T, T]
+    out = torch.cat([tile.transpose(0, 1).reshape(GEMM_TILE, -1) for tile in rows])  # [M', N']
+    return out[: x.shape[0], : y.shape[0]]
 
 
-def _tile_dots(x: Tensor, y: Tensor) -> Tensor:
-    """[m, K] x [n, K] -> [m, n] in one broadcast product. A 1 x 1 tile is reduced as one of two rows: torch splits a
-    lone reduction of >= 32768 elements across threads, which would change its order."""
-    if x.shape[0] * y.shape[0] == 1:
-        return _tile_dots(x, y.expand(2, -1))[:, :1]
-    return (x[:, None, :] * y[None]).sum(-1)  # [m, n]
+def quadratic_forms(weights: Tensor, gram: Tensor) -> Tensor:
+    """``w_ab^T G_b w_ab`` for weights [A, B, F] and per-video matrices [B, F, F], returning [A, B].
+
+    Without autograd the texts are padded to ``GEMM_TILE`` rows and each video's product is a batched GEMM of one
+    fixed shape ([T, F] x [F, F]), block-exact like ``pairwise_dots``; the last reduction sums a contiguous length-F
+    row (an order fixed by F alone).
+    """
+    if torch.is_grad_enabled() and (weights.requires_grad or gram.requires_grad):
+        return (torch.bmm(weights.transpose(0, 1), gram).transpose(0, 1) * weights).sum(-1)  # [A, B]
+    per_video = weights.transpose(0, 1)  # [B, A, F]
+    tiles = [torch.bmm(tile, gram) * tile for tile in _row_tiles(per_video, dim=1)]  # [B, T, F] each
+    return torch.cat(tiles, dim=1).sum(-1)[:, : weights.shape[0]].t()  # [A, B]
+
+
+def _pad_rows(x: Tensor, multiple: int, dim: int = 0) -> Tensor:
+    """``x`` with zero rows appended along ``dim`` up to a multiple of ``multiple``."""
+    missing = -x.shape[dim] % multiple
+    if missing == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def _row_tiles(x: Tensor, dim: int = 0) -> list[Tensor]:
+    """``x`` zero-padded along ``dim`` and split into contiguous tiles of ``GEMM_TILE`` rows."""
+    return [tile.contiguous() for tile in _pad_rows(x, GEMM_TILE, dim).split(GEMM_TILE, dim=dim)]
 
 
 def global_scores(sentence: Tensor, frames: Tensor, gram: Tensor, mask: Tensor, temperature: float) -> Tensor:
@@ -118,7 +139,7 @@ def global_scores(sentence: Tensor, frames: Tensor, gram: Tensor, mask: Tensor, 
     dots = pairwise_dots(sentence, frames.flatten(0, 1)).view(num_texts, num_videos, num_frames)  # [A, B, F]
     weights = (dots / temperature).softmax(dim=-1) * mask[None].to(dots.dtype)  # [A, B, F]
     inner = (weights * dots).sum(-1)  # [A, B]  <t_a, pooled_ab>
-    pooled_sq = ((weights[:, :, None, :] * gram[None]).sum(-1) * weights).sum(-1)  # [A, B]  w^T G_b w
+    pooled_sq = quadratic_forms(weights, gram)  # [A, B]  w^T G_b w
     sentence_norm = sentence.norm(dim=-1).clamp_min(EPS)  # [A]
     return inner / (sentence_norm[:, None] * pooled_sq.clamp_min(EPS * EPS).sqrt())  # [A, B]
 
@@ -177,8 +198,9 @@ class GLSCL(RetrievalMethod):
     """
 
     cost_class = CostClass.PARTLY_PAIRWISE
-    max_eval_block = 64
-    """a 64 x 64 block at D=512, F=64, Nq=8 raised peak memory by 70 MiB (Gram form [64, 64, F, F]: 64 MiB)"""
+    max_eval_block = 256
+    """a 256 x 256 block at D=512, F=64, Nq=8: 101 MiB of intermediates, mostly [A, B, F] tensors (measured with
+    ``bench.perf.LiveBytes``); per pair 8% faster than 64 x 64 blocks"""
 
     def __init__(
         self,

@@ -16,6 +16,12 @@ logit is the logit scale times their mean. Loss: symmetric InfoNCE. Every pair n
 an L x F matrix, so the cost class is pairwise; all features are cached per item (G and W_loc are applied
 once per text in ``encode_text``).
 
+Computation (the same function up to float32 rounding): the word x frame logits come from one GEMM laid out
+frame-major (``[F, B, A, L]``, 1/temperature folded into the words), the AOSM pools its words (last axis) and its
+frames (first axis, one GEMM with M) in place, and evaluation scores the texts in cache-sized tiles. Scoring the
+default proxy's 500 x 500 val pairs (D=64, F=8, L=40), 2 threads, median of 4: 0.61 s against 0.94 s for the
+former code; 256 x 256 pairs at D=512, L=F=64: 4.8 s against 6.8 s.
+
 Deviations from the official code:
 - ``mask_padding=True`` (off by default) is our addition: padded token and frame slots then take no part in
   any AOSM softmax or sum. The default keeps the official behaviour (all L token and F frame slots count).
@@ -46,7 +52,8 @@ class XCLIP(RetrievalMethod):
 
     cost_class = CostClass.PAIRWISE
     max_eval_block = 64
-    """64 x 64 pairs at D=512, L=F=64: 0.25 GiB of intermediates (measured by tests/test_xclip.py)"""
+    """64 x 64 pairs at D=512, L=F=64: 61 MiB of intermediates (texts scored in cache-sized tiles; measured with
+    ``bench.perf.LiveBytes``, bounded in tests/test_xclip.py)"""
 
     def __init__(
         self, *, temporal_layers: int = 4, temporal_heads: int = 8, mask_padding: bool = False, **base

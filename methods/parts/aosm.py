@@ -43,8 +43,9 @@ def pair_tile(pairs_per_row: int, pair_elements: int, width: int, words: int) ->
 
     At narrow widths the passes over the [pairs, L, K] tensors are the cost, so a tile's tensors stay within
     ``TILE_ELEMENTS``; the budget grows with the feature width D because wide features make the tile's text x
-    frame GEMMs the cost, whose efficiency grows with their width (texts x L). Measured on one thread (64 x 64
-    blocks, DiDeMo shapes D=512, L=F=64 vs whole-block temporaries): X-CLIP 1.45x, GLCCL 1.6x faster.
+    frame GEMMs the cost, whose efficiency grows with their width (texts x L). Measured on one thread, 64 x 64
+    blocks: at D=512, L=F=64, 8 texts per tile instead of 1 take X-CLIP from 642 to 563 ms and GLCCL from 1504 to
+    1084 ms; at D=64, L=40, F=8, GLCCL needs 83 ms with 4 texts per tile and 120-135 ms above ~0.6M elements.
     """
     budget = TILE_ELEMENTS * max(1, width // 64)
     return max(budget // max(1, pairs_per_row * pair_elements), -(-MIN_GEMM_COLUMNS // words), 1)
@@ -73,31 +74,26 @@ class AttnSum(nn.Module):
         """
         return self.pool_logits(scores / self.temperature, mask)
 
-    def pool_logits(
-        self, logits: Tensor, mask: Tensor | None = None, dim: int = -1, mixed: Tensor | None = None
-    ) -> Tensor:
+    def pool_logits(self, logits: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
         """``forward(temperature * logits, mask)`` pooling axis ``dim`` of the logits ``scores / temperature``.
 
-        ``sum_k x_k (softmax(x / t) M)_k = t * sum_k (x / t)_k (softmax(x / t) M)_k = t * sum_j softmax(x / t)_j
-        ((x / t) M^T)_j``: one softmax, one GEMM with M and one dot product along ``dim``, on the tensor as laid out
-        (no transposed copy for ``dim != -1``).
+        ``sum_k x_k (softmax(x / t) M)_k = t * sum_k (x / t)_k (softmax(x / t) M)_k``: one softmax, one GEMM with M
+        and one dot product along ``dim``, on the tensor as laid out (no transposed copy for ``dim != -1``).
 
         Args:
             logits: the scores divided by the temperature; axis ``dim`` (length K) is pooled.
             mask: optional bool mask broadcastable to ``logits`` (True = real slot).
             dim: the pooled axis.
-            mixed: optional ``values M^T`` along ``dim``, ``values`` being the logits with masked slots zeroed, for a
-                caller that builds it more cheaply than a GEMM of every logit with M (GLCCL folds M into the factors
-                of its logits).
         """
-        values = logits
+        values = logits if mask is None else logits.masked_fill(~mask, 0.0)
+        weights = _mix(self.softmax(logits, mask, dim), self.weight, dim)  # softmax(x / t) M along dim
+        return self.temperature * torch.linalg.vecdot(values, weights, dim=dim)
+
+    def softmax(self, logits: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
+        """The softmax weights of ``pool_logits`` (padded slots get none), before the re-weighting by M."""
         if mask is not None:
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
-            values = values.masked_fill(~mask, 0.0)
-        weights = logits.softmax(dim=dim)
-        if mixed is None:
-            return self.temperature * torch.linalg.vecdot(values, _mix(weights, self.weight, dim), dim=dim)
-        return self.temperature * torch.linalg.vecdot(weights, mixed, dim=dim)
+        return logits.softmax(dim=dim)
 
 
 def _mix(weights: Tensor, matrix: Tensor, dim: int) -> Tensor:
