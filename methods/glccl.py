@@ -101,16 +101,8 @@ class GLCCL(RetrievalMethod):
         self.head = FourScores(self.width, self.max_words, self.max_words)
 
     def encode_text(self, batch: FeatureBatch) -> Rep:
-        sentence, words = normalize(batch["text_eot"]), normalize(batch["text_tokens"])  # [A, D], [A, L, D]
-        return {
-            "sentence_raw": batch["text_eot"],  # [A, D]: GLIM queries
-            "words_raw": batch["text_tokens"],  # [A, L, D]
-            "sentence": sentence,
-            "sentence_g": self.head.project_sentence(sentence),  # [A, D]
-            "words": words,
-            "words_loc": self.head.project_words(words),  # [A, L, D]
-            "word_mask": batch["text_mask"],  # [A, L]
-        }
+        raw = {"sentence_raw": batch["text_eot"], "words_raw": batch["text_tokens"]}  # [A, D], [A, L, D]: GLIM queries
+        return {**raw, **self.head.text_rep(batch)}
 
     def encode_video(self, batch: FeatureBatch) -> Rep:
         mask = batch["video_mask"]  # [B, F]

@@ -64,15 +64,7 @@ class XCLIP(RetrievalMethod):
         self.head = FourScores(self.width, self.max_words, self.max_frames)
 
     def encode_text(self, batch: FeatureBatch) -> Rep:
-        sentence = normalize(batch["text_eot"])  # [A, D]
-        words = normalize(batch["text_tokens"])  # [A, L, D]
-        return {
-            "sentence": sentence,
-            "sentence_g": self.head.project_sentence(sentence),  # [A, D]
-            "words": words,
-            "words_loc": self.head.project_words(words),  # [A, L, D]
-            "word_mask": batch["text_mask"],  # [A, L]
-        }
+        return self.head.text_rep(batch)
 
     def encode_video(self, batch: FeatureBatch) -> Rep:
         frames, mask = batch["video_frames"], batch["video_mask"]  # [B, F, D], [B, F]

@@ -28,6 +28,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from methods.base import normalize
+
 AOSM_TEMPERATURE = 0.01
 """the hard-coded softmax temperature of every AOSM softmax in the official code"""
 
@@ -136,6 +138,18 @@ class FourScores(nn.Module):
         self.frame = AttnSum(num_frames)
         self.frame2 = AttnSum(num_frames)
         self.word2 = AttnSum(num_words)
+
+    def text_rep(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The per-text tensors the four scores need (shared by X-CLIP and GLCCL): the normalised sentence and
+        words, their G / W_loc projections (applied once per text), and the word mask."""
+        sentence, words = normalize(batch["text_eot"]), normalize(batch["text_tokens"])  # [A, D], [A, L, D]
+        return {
+            "sentence": sentence,
+            "sentence_g": self.project_sentence(sentence),  # [A, D]
+            "words": words,
+            "words_loc": self.project_words(words),  # [A, L, D]
+            "word_mask": batch["text_mask"],  # [A, L]
+        }
 
     def project_sentence(self, sentence: Tensor) -> Tensor:
         """``t^T G`` for normalised sentences ``[A, D]`` (not renormalised)."""
