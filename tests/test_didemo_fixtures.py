@@ -9,6 +9,7 @@ frame's index (16 + 3 i), so a decoded frame identifies the source frame it came
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cache
@@ -19,7 +20,15 @@ import numpy as np
 import pytest
 import torch
 
-VAL_JSON = Path("/work/shared/data/didemo/val_data.json")
+SHARED_CANDIDATES = (
+    *([Path(os.environ["TVR_SHARED_DIR"])] if os.environ.get("TVR_SHARED_DIR") else []),
+    Path(__file__).resolve().parents[2] / "shared",  # ../shared beside the checkout (the workspace and CI layout)
+    Path("/work/shared"),  # a clone elsewhere on the same machine
+)
+VAL_JSON = next(
+    (p / "data/didemo/val_data.json" for p in SHARED_CANDIDATES if (p / "data/didemo/val_data.json").is_file()),
+    SHARED_CANDIDATES[0] / "data/didemo/val_data.json",
+)
 needs_val_json = pytest.mark.skipif(not VAL_JSON.is_file(), reason=f"{VAL_JSON} (official DiDeMo val) not present")
 TINY_WORDS = ("the", "man", "woman", "dog", "camera", "and", "in", "a", "to", "of")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from datasets.proxy import (
     calibration,
     generate_annotations,
 )
+from tests.test_didemo_fixtures import VAL_JSON, needs_val_json
 
-VAL_JSON = Path(__file__).resolve().parents[2] / "shared" / "data" / "didemo" / "val_data.json"
 TINY = {"train_videos": 48, "val_videos": 24, "test_videos": 16, "width": 16, "max_words": 20, "vocab_size": 200}
 
 
@@ -92,6 +91,7 @@ def test_batch_structure(tmp_path):
     assert not (tokens[~text_mask] == 0).all(dim=-1).any()  # pads are features, not zeros
 
 
+@needs_val_json
 def test_real_annotations_as_source(tmp_path):
     anns, vocab = annotations_from_didemo(str(VAL_JSON))
     assert len(anns) == 1094 and sum(len(a.descriptions) for a in anns) == 4180
