@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import weakref
+from collections.abc import Iterator
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from bench import trainer
 from bench.evaluate import blockwise_similarity, cat_reps
 from methods import build_method
 from methods.parts.pooling import masked_mean_of_normalized
@@ -194,3 +198,21 @@ def assert_odd_blockwise(name: str) -> None:
         full = method.similarity(text, video)
     assert full.shape == (257, 193)
     torch.testing.assert_close(blockwise_similarity(method, text, video, block=50), full, rtol=1e-6, atol=1e-4)
+
+
+@contextlib.contextmanager
+def interrupted_after_checkpoint(
+    step: int, run: str = "", exc: type[BaseException] = KeyboardInterrupt
+) -> Iterator[None]:
+    """Within the block, the trainer raises ``exc`` right after ``last.ckpt`` of ``step`` is in place (for runs whose
+    folder contains ``run``): as far as the files on disk go, a kill at that moment."""
+    original = trainer.save_checkpoint
+
+    def save_then_stop(path, model, optimizer, clock, at):  # noqa: ANN001, ANN202
+        original(path, model, optimizer, clock, at)
+        if at == step and run in str(path):
+            raise exc
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "save_checkpoint", save_then_stop)
+        yield

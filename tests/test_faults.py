@@ -27,6 +27,7 @@ from bench import runlog, trainer
 from bench.cli import main
 from datasets import files
 from methods import METHODS, register_method
+from tests.helpers import interrupted_after_checkpoint
 from tests.test_didemo_store import MAX_FRAMES, MAX_WORDS, World, world  # noqa: F401 - `world` is a fixture
 
 TINY_DATA = (
@@ -117,7 +118,7 @@ def explode():
 
 
 def test_failed_runs_are_recorded_the_sweep_goes_on_and_the_next_sweep_retries_only_unfinished_runs(
-    tmp_path: Path, cache: Path, explode, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cache: Path, explode, capsys: pytest.CaptureFixture
 ) -> None:
     path, runs = sweep_file(tmp_path, cache, methods="[meanp, explode, seqtransf]"), tmp_path / "runs"
     sweep_dir = runs / "s"
@@ -127,17 +128,8 @@ def test_failed_runs_are_recorded_the_sweep_goes_on_and_the_next_sweep_retries_o
         return {run: (sweep_dir / run / "status").read_text().strip() for run in names}
 
     # 1. explode fails at step 3; seqtransf is interrupted (Ctrl-C) right after its checkpoint at step 2
-    original = trainer.save_checkpoint
-
-    def interrupt(path, model, optimizer, clock, step):  # noqa: ANN001, ANN202
-        original(path, model, optimizer, clock, step)
-        if "seqtransf" in str(path) and step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", interrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_checkpoint(2, run="seqtransf"), pytest.raises(KeyboardInterrupt):
         sweep(path, runs)
-    monkeypatch.setattr(trainer, "save_checkpoint", original)
     assert status() == {"meanp-s0": "done", "explode-s0": "failed", "seqtransf-s0": "running"}
     trace = (sweep_dir / "explode-s0" / "traceback.txt").read_text()
     assert "RuntimeError: injected failure at the third step" in trace and "test_faults.py" in trace
@@ -415,22 +407,13 @@ def test_under_a_wandb_agent_the_agents_run_id_is_used(
     assert values(run_dir / "metrics.csv") == reference
 
 
-def test_a_run_with_nothing_to_train_runs_and_resumes(tmp_path: Path, cache: Path, monkeypatch) -> None:
+def test_a_run_with_nothing_to_train_runs_and_resumes(tmp_path: Path, cache: Path) -> None:
     """meanP on features without adapter has no parameter: no optimizer is built (torch refuses an empty one)."""
     path, runs = sweep_file(tmp_path, cache), tmp_path / "runs"
     path.write_text(path.read_text().replace("vocab_size: 200,", "vocab_size: 200, adapter: false,"))
     run_dir = runs / "s" / "meanp-s0"
-    with monkeypatch.context() as patch:
-        original = trainer.save_checkpoint
-
-        def stop(path, model, optimizer, clock, step):  # noqa: ANN001, ANN202
-            original(path, model, optimizer, clock, step)
-            if step == 2:
-                raise KeyboardInterrupt
-
-        patch.setattr(trainer, "save_checkpoint", stop)
-        with pytest.raises(KeyboardInterrupt):
-            sweep(path, runs)
+    with interrupted_after_checkpoint(2), pytest.raises(KeyboardInterrupt):
+        sweep(path, runs)
     assert torch.load(run_dir / "last.ckpt", weights_only=True)["optimizer"] == {}
     assert sweep(path, runs) == 0
     rows = values(run_dir / "metrics.csv")

@@ -26,6 +26,7 @@ import torch
 
 from bench.cli import main
 from bench.runlog import COLUMNS
+from tests.helpers import interrupted_after_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = "xpool-s0"
@@ -174,17 +175,8 @@ def test_the_comparison_sees_the_rng_state(tmp_path: Path, monkeypatch: pytest.M
     sweep, runs = write_sweep(tmp_path / "killed", cache), tmp_path / "killed" / "runs"
     from bench import trainer
 
-    original = trainer.save_checkpoint
-
-    def interrupt(path, model, optimizer, clock, step):  # noqa: ANN001, ANN202
-        original(path, model, optimizer, clock, step)
-        if step == 8:
-            raise Interrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", interrupt)
-    with pytest.raises(Interrupt):
+    with interrupted_after_checkpoint(8, exc=Interrupt), pytest.raises(Interrupt):
         main(cli_args(sweep, runs))
-    monkeypatch.setattr(trainer, "save_checkpoint", original)
     monkeypatch.setattr(trainer, "set_rng_state", lambda state: None)
     assert main(cli_args(sweep, runs)) == 0
     rows = results(read_metrics(runs / "kill" / RUN / "metrics.csv"))

@@ -125,5 +125,5 @@ def test_blockwise_equals_unblocked_for_odd_sizes():
 
 def test_eval_memory_is_bounded():
     block_peak, total = eval_memory("xclip")
-    assert block_peak < 0.5 * GIB, f"one {64}x{64} block needs {block_peak / GIB:.2f} GiB"
+    assert block_peak < 0.5 * GIB, f"one 64x64 block needs {block_peak / GIB:.2f} GiB"
     assert total < 4 * GIB
