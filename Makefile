@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/tvr-convbench
+SRC := core methods datasets bench tvr_convbench tests
 STAMP := $(VENV)/.installed
 SWEEP ?= default
 ARGS ?=
@@ -23,28 +25,28 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## Create/refresh .venv from pyproject.toml (no-op when current)
 
 sweep: setup ## Run a convergence sweep (SWEEP=default) and write reports/<sweep>/report.md
-	$(PY) -m bench sweep $(SWEEP) $(ARGS)
+	$(CLI) sweep $(SWEEP) $(ARGS)
 
 report: setup ## Rebuild reports/<sweep>/ from the run log alone (SWEEP=default)
-	$(PY) -m bench report $(SWEEP) $(ARGS)
+	$(CLI) report $(SWEEP) $(ARGS)
 
 bench: setup ## Performance benchmark: writes reports/bench/bench.{json,md}
-	$(PY) -m bench perf $(ARGS)
+	$(CLI) perf $(ARGS)
 
 test: setup ## The whole test suite (lint included)
-	$(VENV)/bin/ruff check bench methods datasets tests
+	$(VENV)/bin/ruff check $(SRC)
 	$(PY) -m pytest -q $(ARGS)
 
 test-fast: setup ## The test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: setup ## ruff lint + format check
-	$(VENV)/bin/ruff check bench methods datasets tests
-	$(VENV)/bin/ruff format --check bench methods datasets tests
+	$(VENV)/bin/ruff check $(SRC)
+	$(VENV)/bin/ruff format --check $(SRC)
 
 format: setup ## Apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix bench methods datasets tests
-	$(VENV)/bin/ruff format bench methods datasets tests
+	$(VENV)/bin/ruff check --fix $(SRC)
+	$(VENV)/bin/ruff format $(SRC)
 
 clean: ## Remove caches (keeps runs/ and reports/)
 	rm -rf .cache .pytest_cache .ruff_cache

@@ -10,10 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.config import ConfigError, load_sweep
-from methods.registry import RegistryError
-
-USAGE_ERRORS = (ConfigError, RegistryError)
+from tvr_convbench.bench.config import load_sweep
+from tvr_convbench.core.errors import USER_ERRORS, ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,19 +55,19 @@ def _overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparser type
-    from bench import data_cmd
+    from tvr_convbench.bench import data_cmd
 
     data_cmd.add_parser(sub)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from bench.sweep import run_sweep
+    from tvr_convbench.bench.sweep import run_sweep
 
     if args.jobs <= 0:
         raise ConfigError(f"--jobs must be positive, got {args.jobs}")
     sweep = load_sweep(args.sweep, args.overrides)
     if args.export:
-        from bench.export import export_sweep
+        from tvr_convbench.bench.export import export_sweep
 
         path = export_sweep(sweep, args.export, args.runs_dir, args.sweep)
         print(f"wrote {path}")
@@ -86,19 +84,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bench.runlog import write_yaml
-    from bench.sweep import check_compatible, preflight, run_one
+    from tvr_convbench.bench.sweep import check_compatible, preflight, run_one
+    from tvr_convbench.core.files import atomic_write_yaml
 
     sweep = load_sweep(args.sweep, args.overrides)
     runs = {cfg.run: cfg for cfg in sweep.runs()}
     if args.run not in runs:
-        from methods.registry import suggest
+        from tvr_convbench.core.registry import suggest
 
         raise ConfigError(f"sweep {sweep.name!r} has no run {args.run!r}{suggest(args.run, runs)} ({', '.join(runs)})")
     sweep_dir = args.runs_dir / sweep.name
     check_compatible(sweep_dir, [runs[args.run]])
     preflight(sweep, sweep_dir)
-    write_yaml(sweep_dir / "sweep.yaml", sweep.to_dict())
+    atomic_write_yaml(sweep_dir / "sweep.yaml", sweep.to_dict())
     outcome = run_one(runs[args.run], sweep_dir, progress=not args.no_progress)
     print(outcome.line)
     return 1 if outcome.status == "failed" else 0
@@ -113,27 +111,27 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report(name: str, runs_dir: Path, reports_dir: Path) -> None:
-    from bench.analysis import write_report
-    from bench.runlog import collect_results
+    from tvr_convbench.bench.analysis import write_report
+    from tvr_convbench.bench.runlog import collect_results
 
     collect_results(runs_dir / name)
     path = write_report(runs_dir / name, reports_dir / name)
     print(f"report: {path}")
-    from bench.mirror_report import mirror_targets
+    from tvr_convbench.bench.mirror_report import mirror_targets
 
     mirror_targets(runs_dir / name)
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from bench.perf import main as perf_main
+    from tvr_convbench.bench.perf import main as perf_main
 
     return perf_main(quick=args.quick, out=args.out)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bench.config import shipped_sweeps
-    from datasets import list_datasets
-    from methods import METHODS, list_methods
+    from tvr_convbench.bench.config import shipped_sweeps
+    from tvr_convbench.datasets import list_datasets
+    from tvr_convbench.methods import METHODS, list_methods
 
     for name in list_methods():
         print(f"method   {name:12s} {METHODS.get(name).cls.cost_class.value}")
@@ -145,7 +143,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from bench import data_cmd
+    from tvr_convbench.bench import data_cmd
 
     return data_cmd.run(args)
 
@@ -164,6 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except USAGE_ERRORS as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -29,14 +29,11 @@ from typing import Any, Literal
 
 import yaml
 
-from methods.registry import RegistryError, suggest
+from tvr_convbench.core.errors import ConfigError, RegistryError
+from tvr_convbench.core.registry import suggest
 
 SWEEPS_DIR = Path(__file__).parent / "configs" / "sweeps"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration error (one line, naming the source and the key)."""
 
 
 # --- YAML ----------------------------------------------------------------------------------------------------
@@ -391,7 +388,7 @@ def _seeds(raw: dict, where: str) -> list[int]:
 
 
 def _methods(raw: dict, where: str) -> list[MethodSpec]:
-    from methods import list_methods
+    from tvr_convbench.methods import list_methods
 
     entries = raw.get("methods")
     if entries is None or entries == []:
@@ -454,7 +451,7 @@ def _check_methods(sweep: SweepConfig, where: str) -> None:
 
 
 def validate_method_args(method: str, args: dict, where: str) -> dict:
-    from methods import METHODS, method_parameters
+    from tvr_convbench.methods import METHODS, method_parameters
 
     try:
         params = method_parameters(method)
@@ -467,8 +464,8 @@ def validate_method_args(method: str, args: dict, where: str) -> dict:
 def validate_data(data: dict, where: str) -> dict:
     """Check the ``data`` section against the dataset's constructor signature; returns it resolved (defaults filled
     in, so the run log records every knob and a changed default is detected as a changed config)."""
-    from datasets import dataset_class
-    from methods.registry import init_parameters
+    from tvr_convbench.core.registry import init_parameters
+    from tvr_convbench.datasets import dataset_class
 
     try:
         cls = dataset_class(coerce(data.get("name"), str, f"{where}.name"))

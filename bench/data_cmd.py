@@ -28,14 +28,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from datasets.didemo import (
-    DataError,
+from tvr_convbench.core.errors import DataError
+from tvr_convbench.core.files import atomic_write_bytes, atomic_write_json
+from tvr_convbench.datasets.didemo import (
     build_paragraphs,
     paragraph_stats,
     read_annotations,
     read_split_list,
 )
-from datasets.files import atomic_write_bytes, atomic_write_json
 
 SPLITS = ("train", "val", "test")
 ANNOTATIONS_URL = "https://raw.githubusercontent.com/LisaAnne/LocalizingMoments/master/data/{name}"
@@ -216,9 +216,9 @@ def extract_features(args: argparse.Namespace, on_chunk: Any = None) -> dict[str
     """Build the extraction from parsed ``features`` arguments and run it; returns the manifest."""
     import torch
 
-    from datasets.clip import ClipBackbone, load_clip
-    from datasets.feature_store import FeatureExtractor
-    from datasets.video import FrameSampling, VideoIndex
+    from tvr_convbench.datasets.clip import ClipBackbone, load_clip
+    from tvr_convbench.datasets.feature_store import FeatureExtractor
+    from tvr_convbench.datasets.video import FrameSampling, VideoIndex
 
     splits = _parse_splits(args.splits)
     model, tokenizer = load_clip(args.clip)
@@ -246,8 +246,8 @@ def extract_features(args: argparse.Namespace, on_chunk: Any = None) -> dict[str
 
 
 def _split_source(annotations: Path, name: str, index: Any) -> Any:
-    from datasets.didemo_module import resolve_split
-    from datasets.feature_store import SplitSource
+    from tvr_convbench.datasets.didemo_module import resolve_split
+    from tvr_convbench.datasets.feature_store import SplitSource
 
     annotated, paths = resolve_split(annotations, name, index)
     return SplitSource(name, annotated.paragraphs, paths, annotated.counts())
@@ -257,8 +257,8 @@ def _store_settings(
     args: argparse.Namespace, splits: list[str], model: Any, tokenizer: Any, sampling: Any, listing: str
 ) -> dict[str, Any]:
     """The identity of a store: what must match to resume an extraction or reuse a store."""
-    from datasets.clip import checkpoint_hash
-    from datasets.feature_store import protocol_settings
+    from tvr_convbench.datasets.clip import checkpoint_hash
+    from tvr_convbench.datasets.feature_store import protocol_settings
 
     return {
         "dataset": "didemo",

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from bench.metrics import retrieval_metrics
-from methods.base import FeatureBatch, Rep, RetrievalMethod
+from tvr_convbench.core.metrics import retrieval_metrics
+from tvr_convbench.methods.base import FeatureBatch, Rep, RetrievalMethod
 
 
 def cat_reps(reps: list[Rep]) -> Rep:

@@ -31,9 +31,10 @@ from typing import Literal
 
 import yaml
 
-from bench.config import ConfigError, SweepConfig
-from bench.runlog import atomic_write_text
-from bench.sweep import check_compatible
+from tvr_convbench.bench.config import SweepConfig
+from tvr_convbench.bench.sweep import check_compatible
+from tvr_convbench.core.errors import ConfigError
+from tvr_convbench.core.files import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 EXPORTED_SWEEP = "exported-sweep.yaml"
@@ -69,7 +70,7 @@ def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: 
 
 def train_command(sweep_file: Path, runs_dir: Path) -> list[str]:
     """The arguments after ``python`` that train one run (``--run`` is appended by the caller)."""
-    return ["-m", "bench", "train", str(sweep_file), "--runs-dir", str(runs_dir), "--no-progress"]
+    return ["-m", "tvr_convbench", "train", str(sweep_file), "--runs-dir", str(runs_dir), "--no-progress"]
 
 
 def _wandb_config(sweep: SweepConfig, sweep_dir: Path, command: list[str]) -> tuple[str, str]:
@@ -78,7 +79,7 @@ def _wandb_config(sweep: SweepConfig, sweep_dir: Path, command: list[str]) -> tu
         "project": sweep.wandb.project,
         **({"entity": sweep.wandb.entity} if sweep.wandb.entity else {}),
         "description": f"tvr-convbench sweep {sweep.name}, one wandb run per harness run",
-        "program": "bench/__main__.py",
+        "program": "tvr_convbench/__main__.py",
         "method": "grid",
         "metric": {"name": SELECTION_METRIC, "goal": "maximize"},
         "parameters": {"run": {"values": [cfg.run for cfg in sweep.runs()]}},

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.config import RunConfig, TrainerConfig, WandbConfig
-from bench.wandb_mirror import WandbMirror, resolve_mode
+from tvr_convbench.bench.config import RunConfig, TrainerConfig, WandbConfig
+from tvr_convbench.bench.wandb_mirror import WandbMirror, resolve_mode
 
 
 def mirror_targets(sweep_dir: Path) -> None:
@@ -18,7 +18,7 @@ def mirror_targets(sweep_dir: Path) -> None:
     wandb_cfg = WandbConfig(**sweep.get("wandb", {}))
     if resolve_mode(wandb_cfg.mode) == "disabled":
         return
-    from bench.analysis import run_target_table
+    from tvr_convbench.bench.analysis import run_target_table
 
     table = run_target_table(sweep_dir)
     if table.empty:

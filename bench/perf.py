@@ -46,13 +46,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.config import load_sweep
-from bench.evaluate import blockwise_similarity
-from datasets.base import FeatureBackbone
-from datasets.files import atomic_write_json, atomic_write_text
-from methods import build_method, list_methods
-from methods.base import FeatureBatch, Rep, RetrievalMethod
-from methods.parts.optim import build_optimizer
+from tvr_convbench.bench.config import load_sweep
+from tvr_convbench.bench.evaluate import blockwise_similarity
+from tvr_convbench.core.files import atomic_write_json, atomic_write_text
+from tvr_convbench.datasets.base import FeatureBackbone
+from tvr_convbench.methods import build_method, list_methods
+from tvr_convbench.methods.base import FeatureBatch, Rep, RetrievalMethod
+from tvr_convbench.methods.parts.optim import build_optimizer
 
 GIB = 2**30
 SCHEMA = 1
@@ -247,7 +247,7 @@ def feature_batch(shapes: Shapes, batch: int, seed: int = 0) -> FeatureBatch:
 def training_step(name: str, shapes: Shapes) -> Callable[[], float]:
     """One optimizer step of ``name`` on a fixed batch, built and driven as ``bench.trainer`` does (frozen regime,
     identity-initialised adapter, the default sweep's optimizer settings)."""
-    from bench.trainer import RunModel
+    from tvr_convbench.bench.trainer import RunModel
 
     tc = load_sweep("default").trainer
     torch.manual_seed(0)
@@ -330,7 +330,7 @@ def default_run(name: str, plan: Plan, root: Path):  # noqa: ANN201 - bench.trai
     """A built ``Run`` of the default sweep for method ``name`` (its first seed), logging under ``root``."""
     import lightning as L
 
-    from bench.trainer import Run
+    from tvr_convbench.bench.trainer import Run
 
     overrides = [f"data.{key}={value}" for key, value in plan.proxy_data]
     if plan.quick:

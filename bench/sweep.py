@@ -21,8 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from bench.config import ConfigError, RunConfig, SweepConfig
-from bench.runlog import check_writable, collect_results, read_status, write_yaml
+from tvr_convbench.bench.config import RunConfig, SweepConfig
+from tvr_convbench.bench.runlog import collect_results, read_status
+from tvr_convbench.core.errors import ConfigError
+from tvr_convbench.core.files import atomic_write_yaml, check_writable
 
 
 @dataclass
@@ -61,7 +63,7 @@ def preflight(sweep: SweepConfig, sweep_dir: Path) -> None:
 
 def check_data(data: dict, splits: tuple[str, ...], where: str) -> None:
     """Build the data module of a ``data:`` section and open ``splits`` (what every run does first)."""
-    from datasets import dataset_class
+    from tvr_convbench.datasets import dataset_class
 
     try:
         module = dataset_class(data["name"])(**{k: v for k, v in data.items() if k != "name"})
@@ -86,7 +88,7 @@ def summary_line(cfg: RunConfig, summary) -> str:  # noqa: ANN001 - trainer.RunS
 def run_one(cfg: RunConfig, sweep_dir: Path, progress: bool, threads: int = 0) -> Outcome:
     """Train one run in this process (skipped when already done); never raises for a failing run (it is recorded
     as failed)."""
-    from bench.trainer import train
+    from tvr_convbench.bench.trainer import train
 
     if read_status(sweep_dir / cfg.run) == "done":
         return Outcome(cfg.run, "skipped", f"{cfg.run}: done, skipped")
@@ -111,7 +113,7 @@ def run_sweep(sweep: SweepConfig, runs_root: Path, jobs: int = 1, progress: bool
     runs = sweep.runs()
     check_compatible(sweep_dir, runs)
     preflight(sweep, sweep_dir)
-    write_yaml(sweep_dir / "sweep.yaml", sweep.to_dict())
+    atomic_write_yaml(sweep_dir / "sweep.yaml", sweep.to_dict())
     todo = [cfg for cfg in runs if read_status(sweep_dir / cfg.run) != "done"]
     outcomes = [Outcome(c.run, "skipped", f"{c.run}: done, skipped") for c in runs if c not in todo]
     for outcome in outcomes:

@@ -38,25 +38,24 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.config import RunConfig
-from bench.evaluate import blockwise_similarity, encode_split
-from bench.metrics import retrieval_metrics
-from bench.runlog import (
-    MetricsLog,
+from tvr_convbench.bench.config import RunConfig
+from tvr_convbench.bench.evaluate import blockwise_similarity, encode_split
+from tvr_convbench.bench.runlog import MetricsLog, write_status
+from tvr_convbench.bench.wandb_mirror import WandbMirror
+from tvr_convbench.core.files import (
+    atomic_write,
+    atomic_write_json,
     atomic_write_text,
+    atomic_write_yaml,
     check_writable,
     remove_stale_temporaries,
-    write_json,
-    write_status,
-    write_yaml,
 )
-from bench.wandb_mirror import WandbMirror
-from datasets import dataset_class
-from datasets.base import Backbone, RetrievalDataModule
-from datasets.files import atomic_write
-from methods import build_method
-from methods.base import RetrievalMethod
-from methods.parts.optim import build_optimizer, lr_multiplier
+from tvr_convbench.core.metrics import retrieval_metrics
+from tvr_convbench.datasets import dataset_class
+from tvr_convbench.datasets.base import Backbone, RetrievalDataModule
+from tvr_convbench.methods import build_method
+from tvr_convbench.methods.base import RetrievalMethod
+from tvr_convbench.methods.parts.optim import build_optimizer, lr_multiplier
 
 CHECKPOINT = "last.ckpt"
 
@@ -402,7 +401,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     status=running."""
     check_writable(run_dir)
     remove_stale_temporaries(run_dir)
-    write_yaml(run_dir / "config.yaml", cfg.to_dict())
+    atomic_write_yaml(run_dir / "config.yaml", cfg.to_dict())
     write_status(run_dir, "running")
 
 
@@ -413,7 +412,7 @@ def train_process(fabric: L.Fabric, cfg: RunConfig, run_dir: Path, wandb_root: P
     run = Run(cfg, run_dir, wandb_root, fabric, progress)
     run.build()
     if run.is_main:
-        write_json(run_dir / "data.json", run.data.describe())
+        atomic_write_json(run_dir / "data.json", run.data.describe(), indent=2)
     run.restore()
     try:
         summary = run.train()

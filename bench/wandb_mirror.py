@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.runlog import atomic_write_text
+from tvr_convbench.core.files import atomic_write_text
 
 
 def resolve_mode(mode: str) -> str:

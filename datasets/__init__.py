@@ -1,27 +1,33 @@
 """Data: the synthetic DiDeMo proxy (the offline default) and real DiDeMo (annotations, videos, CLIP features).
 
-Datasets register lazily: a name maps to the module defining it, imported only when that dataset is used (real
-DiDeMo pulls in ``transformers`` and PyAV, which the proxy does not need).
+One registry (``DATASETS``): each data module registers with ``@register_dataset(name)`` where it is defined, and
+every module of this package is imported on package import, so a new dataset needs no other edit. Heavy
+dependencies stay lazy inside their modules (``transformers`` is imported only when CLIP is loaded).
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
-from datasets.base import DATASETS, RetrievalDataModule
-from methods.registry import UnknownNameError, suggest
-
-DATASET_MODULES = {"proxy": "datasets.proxy", "didemo": "datasets.didemo_module"}
+from tvr_convbench.datasets.base import DATASETS, RetrievalDataModule, register_dataset
 
 
 def dataset_class(name: str) -> type[RetrievalDataModule]:
-    """The data module registered as ``name`` (imports its module on first use)."""
-    if name not in DATASET_MODULES:
-        valid = ", ".join(sorted(DATASET_MODULES))
-        raise UnknownNameError(f"unknown dataset {name!r}{suggest(name, DATASET_MODULES)} (valid: {valid})")
-    importlib.import_module(DATASET_MODULES[name])
+    """The data module registered as ``name`` (``UnknownNameError`` with suggestions otherwise)."""
     return DATASETS.get(name)
 
 
 def list_datasets() -> list[str]:
-    return sorted(DATASET_MODULES)
+    return DATASETS.names()
+
+
+def _import_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all()
+
+__all__ = ["DATASETS", "RetrievalDataModule", "dataset_class", "list_datasets", "register_dataset"]

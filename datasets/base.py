@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from methods.registry import Registry
+from tvr_convbench.core.registry import Registry
 
 FEATURE_KEYS = ("text_tokens", "text_mask", "text_eot", "video_frames", "video_mask", "index")
 SPLITS = ("train", "val", "test")

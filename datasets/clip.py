@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from datasets.base import Backbone
-from datasets.didemo import DataError, one_line
-from datasets.video import normalize_pixels
+from tvr_convbench.core.errors import DataError, one_line
+from tvr_convbench.datasets.base import Backbone
+from tvr_convbench.datasets.video import normalize_pixels
 
 Regime = Literal["frozen", "partial", "full"]
 REGIMES = ("frozen", "partial", "full")

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tvr_convbench.core.errors import DataError
+
 ANNOTATION_FIELDS: dict[str, type] = {
     "video": str,
     "description": str,
@@ -35,24 +37,6 @@ ANNOTATION_FIELDS: dict[str, type] = {
 SPLIT_FILES = {"data": "{split}_data.json", "list": "{split}_list.txt"}
 TRUNCATION_WORDS = 64
 """the ``truncated_at_64_words`` statistic counts paragraphs with more whitespace words than this"""
-
-
-def one_line(text: object) -> str:
-    """``text`` as a single line (exception texts from libraries may span lines)."""
-    return " ".join(str(text).split())
-
-
-class DataError(ValueError):
-    """Bad input: a one-line message ``FILE: entry N: field 'F': problem`` (entry/field where they apply)."""
-
-    def __init__(self, file: str | Path, problem: str, *, entry: int | None = None, field: str | None = None) -> None:
-        parts = [str(file)]
-        if entry is not None:
-            parts.append(f"entry {entry}")
-        if field is not None:
-            parts.append(f"field {field!r}")
-        super().__init__(": ".join([*parts, one_line(problem)]))
-        self.file, self.entry, self.field, self.problem = str(file), entry, field, one_line(problem)
 
 
 class AnnotationError(DataError):

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from datasets.base import (
+from tvr_convbench.core.errors import DataError
+from tvr_convbench.datasets.base import (
     SPLITS,
     Backbone,
     FeatureBackbone,
@@ -35,10 +36,18 @@ from datasets.base import (
     RetrievalSplit,
     register_dataset,
 )
-from datasets.clip import ClipBackbone, Regime, checkpoint_hash, load_clip, tokenize
-from datasets.didemo import DataError, SplitAnnotations, load_split
-from datasets.feature_store import FeatureStore, protocol_settings
-from datasets.video import FrameSampling, Sampler, VideoError, VideoIndex, VideoProblem, decode_clip, pack_clips
+from tvr_convbench.datasets.clip import ClipBackbone, Regime, checkpoint_hash, load_clip, tokenize
+from tvr_convbench.datasets.didemo import SplitAnnotations, load_split
+from tvr_convbench.datasets.feature_store import FeatureStore, protocol_settings
+from tvr_convbench.datasets.video import (
+    FrameSampling,
+    Sampler,
+    VideoError,
+    VideoIndex,
+    VideoProblem,
+    decode_clip,
+    pack_clips,
+)
 
 log = logging.getLogger(__name__)
 

@@ -38,11 +38,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from datasets.base import RetrievalSplit
-from datasets.clip import ClipBackbone, encode_text, tokenize
-from datasets.didemo import DataError, VideoParagraph
-from datasets.files import atomic_write, atomic_write_json
-from datasets.video import FrameSampling, VideoError, VideoProblem, decode_clip, pack_clips, write_problems
+from tvr_convbench.core.errors import DataError
+from tvr_convbench.core.files import atomic_write, atomic_write_json
+from tvr_convbench.datasets.base import RetrievalSplit
+from tvr_convbench.datasets.clip import ClipBackbone, encode_text, tokenize
+from tvr_convbench.datasets.didemo import VideoParagraph
+from tvr_convbench.datasets.video import (
+    FrameSampling,
+    VideoError,
+    VideoProblem,
+    decode_clip,
+    pack_clips,
+    write_problems,
+)
 
 log = logging.getLogger(__name__)
 

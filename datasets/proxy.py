@@ -47,7 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from datasets.base import (
+from tvr_convbench.core.files import atomic_write
+from tvr_convbench.datasets.base import (
     SPLITS,
     Backbone,
     FeatureBackbone,
@@ -56,7 +57,6 @@ from datasets.base import (
     RetrievalSplit,
     register_dataset,
 )
-from datasets.files import atomic_write
 
 GENERATOR_VERSION = 2
 FUNCTION_WORDS = (
@@ -170,7 +170,7 @@ def annotations_from_didemo(path: str) -> tuple[list[Annotation], int]:
     frequency in the file (so the Zipf ranks are the file's own); a moment is the most frequent (start, end) of
     its annotators, clipped to the video's segments.
     """
-    from datasets.didemo import build_paragraphs, read_annotations
+    from tvr_convbench.datasets.didemo import build_paragraphs, read_annotations
 
     paragraphs = build_paragraphs(read_annotations(path))
     texts = [[WORD.findall(m.description.lower()) for m in p.moments] for p in paragraphs]
@@ -497,7 +497,7 @@ class ProxyDataModule(RetrievalDataModule):
 
 def calibration(s: ProxySettings, val: dict[str, Tensor]) -> dict[str, float]:
     """The difficulty figures of a generated val split (printed in every proxy report)."""
-    from bench.metrics import retrieval_metrics
+    from tvr_convbench.core.metrics import retrieval_metrics
 
     text = _normalize(val["text_eot"])  # [N, D]
     frames, mask = _normalize(val["video_frames"]), val["video_mask"].float()  # [N, F, D], [N, F]

@@ -51,8 +51,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from datasets.didemo import DataError, one_line
-from datasets.files import atomic_write_json
+from tvr_convbench.core.errors import DataError, one_line
+from tvr_convbench.core.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Retrieval methods behind one contract (``methods.base.RetrievalMethod``), resolved by name.
 
-    from methods import build_method, list_methods
+    from tvr_convbench.methods import build_method, list_methods
     method = build_method("glscl", width=512, max_frames=64, max_words=64)
 
 Each module in this package registers its classes with ``@register_method(name, **preset)``; a preset fixes
@@ -16,8 +16,9 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from methods.base import CostClass, RetrievalMethod
-from methods.registry import Registry, RegistryError, UnknownNameError, check_kwargs, init_parameters
+from tvr_convbench.core.errors import RegistryError, UnknownNameError
+from tvr_convbench.core.registry import Registry, check_kwargs, init_parameters
+from tvr_convbench.methods.base import CostClass, RetrievalMethod
 
 HARNESS_ARGS = ("width", "max_frames", "max_words")
 """constructor arguments the harness fills from the data (never set in a config)"""

@@ -43,7 +43,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from methods.parts.losses import symmetric_infonce
+from tvr_convbench.methods.parts.losses import symmetric_infonce
 
 Rep = dict[str, Tensor]
 FeatureBatch = dict[str, Tensor]
@@ -176,7 +176,7 @@ class RetrievalMethod(L.LightningModule, abc.ABC):
         whose widths differ cannot be copied: the temporal modules then keep their CLIP-style random init, with a
         warning.
         """
-        from methods.parts.temporal import SeqTransf
+        from tvr_convbench.methods.parts.temporal import SeqTransf
 
         text_width = text_model.embeddings.position_embedding.weight.shape[1]
         for module in self.modules():

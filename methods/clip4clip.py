@@ -17,10 +17,10 @@ from typing import Literal
 
 from torch import Tensor
 
-from methods import register_method
-from methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
-from methods.parts.pooling import masked_mean_of_normalized
-from methods.parts.temporal import SeqTransf
+from tvr_convbench.methods import register_method
+from tvr_convbench.methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
+from tvr_convbench.methods.parts.pooling import masked_mean_of_normalized
+from tvr_convbench.methods.parts.temporal import SeqTransf
 
 
 @register_method("seqtransf", header="seqtransf")

@@ -55,12 +55,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from methods import register_method
-from methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
-from methods.parts.aosm import FourScores, pair_tile, rep_len, split_rep
-from methods.parts.losses import symmetric_infonce
-from methods.parts.pooling import conditioned_weights, pool
-from methods.parts.temporal import SeqTransf
+from tvr_convbench.methods import register_method
+from tvr_convbench.methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
+from tvr_convbench.methods.parts.aosm import FourScores, pair_tile, rep_len, split_rep
+from tvr_convbench.methods.parts.losses import symmetric_infonce
+from tvr_convbench.methods.parts.pooling import conditioned_weights, pool
+from tvr_convbench.methods.parts.temporal import SeqTransf
 
 POOL_TEMPERATURE = 5.0
 """GLIM's softmax temperature on raw (unnormalised) CLIP-scale features"""

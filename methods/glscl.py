@@ -68,10 +68,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods import register_method
-from methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
-from methods.parts.losses import symmetric_infonce
-from methods.parts.temporal import SeqTransf
+from tvr_convbench.methods import register_method
+from tvr_convbench.methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
+from tvr_convbench.methods.parts.losses import symmetric_infonce
+from tvr_convbench.methods.parts.temporal import SeqTransf
 
 ScoreMode = Literal["both", "global", "local"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from methods import register_method
-from methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod
+from tvr_convbench.methods import register_method
+from tvr_convbench.methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod
 
 _MASK = (1 << 31) - 1
 

@@ -33,11 +33,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from methods import register_method
-from methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
-from methods.parts.aosm import FourScores, pair_tile, rep_len, split_rep
-from methods.parts.pooling import masked_mean_of_normalized
-from methods.parts.temporal import SeqTransf
+from tvr_convbench.methods import register_method
+from tvr_convbench.methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
+from tvr_convbench.methods.parts.aosm import FourScores, pair_tile, rep_len, split_rep
+from tvr_convbench.methods.parts.pooling import masked_mean_of_normalized
+from tvr_convbench.methods.parts.temporal import SeqTransf
 
 
 @register_method("xclip")

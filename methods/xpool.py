@@ -39,8 +39,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from methods import register_method
-from methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
+from tvr_convbench.methods import register_method
+from tvr_convbench.methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
 
 
 def last_real_frame_fill(frames: Tensor, mask: Tensor) -> Tensor:

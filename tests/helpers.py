@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from bench import trainer
-from bench.evaluate import blockwise_similarity, cat_reps
-from methods import build_method
-from methods.parts.pooling import masked_mean_of_normalized
+from tvr_convbench.bench import trainer
+from tvr_convbench.bench.evaluate import blockwise_similarity, cat_reps
+from tvr_convbench.methods import build_method
+from tvr_convbench.methods.parts.pooling import masked_mean_of_normalized
 
 TINY = {"width": 32, "max_frames": 5, "max_words": 7}
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.analysis import figures
+from tvr_convbench.bench.analysis import figures
 
 INF = math.inf
 TARGETS = pd.DataFrame({"target": ["50%", "90%"], "value": [20.0, 36.0]})

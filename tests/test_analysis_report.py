@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.analysis import (
+from tvr_convbench.bench.analysis import (
     AnalysisWarning,
     SweepLogWarning,
     analyse,
@@ -260,7 +260,9 @@ TRACEBACK = 'Traceback (most recent call last):\n  File "bench/train.py", line 3
 
 
 def test_failed_run_is_reported_as_failed_not_as_slow(tmp_path, monkeypatch):
-    monkeypatch.setattr("bench.analysis.report.save_figure", lambda *args: None)  # figures: tested elsewhere
+    monkeypatch.setattr(
+        "tvr_convbench.bench.analysis.report.save_figure", lambda *args: None
+    )  # figures: tested elsewhere
     sweep_dir = write_sweep(tmp_path / "broken", ["fast", "broken", "dead"], [0, 1], report={"bootstrap_reps": 200})
     for seed in (0, 1):
         write_run(sweep_dir, "fast", seed, FAST[seed], 0.02)
@@ -292,7 +294,9 @@ def test_failed_run_is_reported_as_failed_not_as_slow(tmp_path, monkeypatch):
 
 def test_running_missing_and_unplanned_runs_warn(tmp_path, monkeypatch):
     saved = []
-    monkeypatch.setattr("bench.analysis.report.save_figure", lambda fig, path, dpi: saved.append(path.name))
+    monkeypatch.setattr(
+        "tvr_convbench.bench.analysis.report.save_figure", lambda fig, path, dpi: saved.append(path.name)
+    )
     sweep_dir = write_sweep(tmp_path / "partial", ["fast"], [0, 1, 2], report={"bootstrap_reps": 200})
     write_run(sweep_dir, "fast", 0, FAST[0], 0.02)
     write_run(sweep_dir, "fast", 1, FAST[1], 0.02, status="running", last_step=40)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.analysis.config import ReportConfig
-from bench.analysis.stats import (
+from tvr_convbench.bench.analysis.config import ReportConfig
+from tvr_convbench.bench.analysis.stats import (
     bootstrap_intervals,
     iqm,
     median,
@@ -20,7 +20,7 @@ from bench.analysis.stats import (
     rng_for,
     stratified_resamples,
 )
-from bench.analysis.targets import best_of, first_reach, normalised_auc, run_table, target_table
+from tvr_convbench.bench.analysis.targets import best_of, first_reach, normalised_auc, run_table, target_table
 
 INF = math.inf
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.config import load_sweep, shipped_sweeps
+from tvr_convbench.bench.cli import main
+from tvr_convbench.bench.config import load_sweep, shipped_sweeps
 
 GOOD = """
 methods: [meanp]

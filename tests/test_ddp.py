@@ -28,10 +28,10 @@ import pytest
 import torch
 from lightning.fabric.strategies import DDPStrategy
 
-from bench.cli import main
-from bench.config import load_sweep
-from bench.trainer import BatchStream, Run, _unwrap
-from methods import list_methods
+from tvr_convbench.bench.cli import main
+from tvr_convbench.bench.config import load_sweep
+from tvr_convbench.bench.trainer import BatchStream, Run, _unwrap
+from tvr_convbench.methods import list_methods
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 

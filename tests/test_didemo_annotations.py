@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from bench import data_cmd
-from bench.data_cmd import main
-from datasets.didemo import AnnotationError, build_paragraphs, load_split, read_annotations, read_split_list
 from tests.test_didemo_fixtures import VAL_JSON, needs_val_json, val_entries
+from tvr_convbench.bench import data_cmd
+from tvr_convbench.bench.data_cmd import main
+from tvr_convbench.datasets.didemo import (
+    AnnotationError,
+    build_paragraphs,
+    load_split,
+    read_annotations,
+    read_split_list,
+)
 
 GOOD = {
     "video": "1@N0_2_ab.mov",

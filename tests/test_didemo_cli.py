@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
 from tests.test_didemo_fixtures import VAL_JSON, make_video_fixture, write_tiny_clip
+from tvr_convbench.bench.cli import main
 
 pytestmark = pytest.mark.slow
 

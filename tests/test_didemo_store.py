@@ -15,14 +15,21 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data_cmd import build_parser, extract_features, main
-from datasets.base import FeatureBackbone, FeatureDims
-from datasets.clip import ClipBackbone, encode_frames, encode_text, load_clip, tokenize, trainable_prefixes
-from datasets.didemo import read_annotations
-from datasets.didemo_module import DidemoDataModule
-from datasets.feature_store import ARRAYS, FeatureStore, StoreError, compare_settings
 from tests.test_didemo_fixtures import VAL_JSON, VideoFixture, make_video_fixture, write_tiny_clip
 from tests.test_didemo_video import opencv_fps1
+from tvr_convbench.bench.data_cmd import build_parser, extract_features, main
+from tvr_convbench.datasets.base import FeatureBackbone, FeatureDims
+from tvr_convbench.datasets.clip import (
+    ClipBackbone,
+    encode_frames,
+    encode_text,
+    load_clip,
+    tokenize,
+    trainable_prefixes,
+)
+from tvr_convbench.datasets.didemo import read_annotations
+from tvr_convbench.datasets.didemo_module import DidemoDataModule
+from tvr_convbench.datasets.feature_store import ARRAYS, FeatureStore, StoreError, compare_settings
 
 MAX_FRAMES, MAX_WORDS = 32, 16
 

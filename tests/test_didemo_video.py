@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import video as video_mod
-from datasets.video import (
+from tests.test_didemo_fixtures import VAL_JSON, make_video_fixture, reference_means
+from tvr_convbench.datasets import video as video_mod
+from tvr_convbench.datasets.video import (
     CLIP_MEAN,
     CLIP_STD,
     FrameSampling,
@@ -28,7 +29,6 @@ from datasets.video import (
     uniform_indices,
     video_key,
 )
-from tests.test_didemo_fixtures import VAL_JSON, make_video_fixture, reference_means
 
 RATES = (1, 2, 2.5, 3, 5, 6, 7.5, 12, 12.5, 14.985, 15, 23.976, 24, 25, 29.97, 30, 50, 59.94, 60)
 

@@ -7,8 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import CostClass, build_method
-from methods.parts.losses import symmetric_infonce
 from tests.helpers import (
     GIB,
     SCALE,
@@ -18,6 +16,8 @@ from tests.helpers import (
     perturb_,
     reps_per_item_bytes,
 )
+from tvr_convbench.methods import CostClass, build_method
+from tvr_convbench.methods.parts.losses import symmetric_infonce
 
 SEQTRANSF_512 = 12_609_536 + 39_424  # 4 blocks + the 77-row position table
 WEIGHT_MLP_512 = 512 * 512 + 512 + 512 + 1

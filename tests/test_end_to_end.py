@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.runlog import COLUMNS
+from tvr_convbench.bench.cli import main
+from tvr_convbench.bench.runlog import COLUMNS
 
 TINY_SWEEP = """
 methods: [seqtransf]
@@ -28,7 +28,7 @@ def test_smoke_sweep_through_the_cli(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
     env.pop("WANDB_API_KEY", None)
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "sweep", "smoke", "--no-progress"],
+        [sys.executable, "-m", "tvr_convbench", "sweep", "smoke", "--no-progress"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from bench.cli import main
-from bench.config import load_sweep
+from tvr_convbench.bench.cli import main
+from tvr_convbench.bench.config import load_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = """\
@@ -64,8 +64,8 @@ def test_wandb_export_is_a_grid_over_the_run_names(sweep_path: Path, tmp_path: P
     assert (REPO / config["program"]).is_file()
     runs, exported = str((tmp_path / "runs").resolve()), path.parent / "exported-sweep.yaml"
     assert config["command"] == [
-        "${env}", f"--chdir={REPO}", "${interpreter}", "-m", "bench", "train", str(exported), "--runs-dir", runs,
-        "--no-progress", "${args}",
+        "${env}", f"--chdir={REPO}", "${interpreter}", "-m", "tvr_convbench", "train", str(exported),
+        "--runs-dir", runs, "--no-progress", "${args}",
     ]  # fmt: skip
     assert load_sweep(str(exported)).to_dict() == load_sweep(str(sweep_path)).to_dict()
     assert sorted(p.name for p in path.parent.iterdir()) == ["exported-sweep.yaml", "wandb-sweep.yaml"]  # no run
@@ -84,7 +84,7 @@ def test_slurm_export_is_one_array_task_per_run(sweep_path: Path, tmp_path: Path
     command = shlex.split(text.strip().splitlines()[-1])
     assert command[:2] == ["exec", f"${{PYTHON:-{sys.executable}}}"]
     assert command[2:] == [
-        "-m", "bench", "train", str(path.parent / "exported-sweep.yaml"), "--runs-dir",
+        "-m", "tvr_convbench", "train", str(path.parent / "exported-sweep.yaml"), "--runs-dir",
         str((tmp_path / "runs").resolve()), "--no-progress", "--run", "${RUNS[$SLURM_ARRAY_TASK_ID]}",
     ]  # fmt: skip
     assert f"cd {REPO}\n" in text

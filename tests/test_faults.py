@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench import runlog, trainer
-from bench.cli import main
-from datasets import files
-from methods import METHODS, register_method
 from tests.helpers import interrupted_after_checkpoint
 from tests.test_didemo_store import MAX_FRAMES, MAX_WORDS, World, world  # noqa: F401 - `world` is a fixture
+from tvr_convbench.bench import trainer
+from tvr_convbench.bench.cli import main
+from tvr_convbench.core import files
+from tvr_convbench.methods import METHODS, register_method
 
 TINY_DATA = (
     "{name: proxy, train_videos: 32, val_videos: 12, test_videos: 8, width: 16, max_words: 10, max_frames: 4, "
@@ -242,7 +242,7 @@ def test_full_disk_is_refused_before_anything_is_written(
     tmp_path: Path, cache: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(runlog.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
     runs = tmp_path / "runs"
     assert sweep(sweep_file(tmp_path, cache), runs) == 2
     expect_usage_error(capsys, f"--runs-dir: {runs / 's'}: only 10 MiB free, need 64 MiB; nothing was run")

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import CostClass, build_method
-from methods.glccl import csc_loss, glccl_losses, guided_frame_scores, guided_frame_weights, guided_video
 from tests.helpers import GIB, assert_odd_blockwise, attn_sum_oracle, eval_memory, feature_batch, perturb_head
+from tvr_convbench.methods import CostClass, build_method
+from tvr_convbench.methods.glccl import csc_loss, glccl_losses, guided_frame_scores, guided_frame_weights, guided_video
 
 SMALL = {"width": 16, "max_frames": 5, "max_words": 7}
 ALL_REAL = torch.ones(2, 3, dtype=torch.bool)

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.evaluate import blockwise_similarity, cat_reps
-from methods import build_method
-from methods.base import normalize
-from methods.glscl import global_scores, inter_consistency, intra_diversity, pairwise_dots
-from methods.parts.pooling import conditioned_weights, pool
 from tests.helpers import feature_batch, tiny_method
+from tvr_convbench.bench.evaluate import blockwise_similarity, cat_reps
+from tvr_convbench.methods import build_method
+from tvr_convbench.methods.base import normalize
+from tvr_convbench.methods.glscl import global_scores, inter_consistency, intra_diversity, pairwise_dots
+from tvr_convbench.methods.parts.pooling import conditioned_weights, pool
 
 DIDEMO = {"width": 512, "max_frames": 64, "max_words": 64}
 

@@ -7,9 +7,9 @@ import io
 import pytest
 import torch
 
-from bench.evaluate import blockwise_similarity, cat_reps
-from methods import CostClass, list_methods
 from tests.helpers import feature_batch, tiny_method
+from tvr_convbench.bench.evaluate import blockwise_similarity, cat_reps
+from tvr_convbench.methods import CostClass, list_methods
 
 METHODS = list_methods()
 

@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-from bench.metrics import METRIC_NAMES, positive_ranks, retrieval_metrics
+from tvr_convbench.core.metrics import METRIC_NAMES, positive_ranks, retrieval_metrics
 
 
 def oracle_rank(row: list[float], i: int) -> int:

@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from methods import build_method
-from methods.base import LogitScale
-from methods.parts.losses import symmetric_infonce
-from methods.parts.optim import BertAdam, build_optimizer, lr_multiplier, warmup_cosine
-from methods.parts.temporal import MASK_BIAS, SeqTransf
+from tvr_convbench.methods import build_method
+from tvr_convbench.methods.base import LogitScale
+from tvr_convbench.methods.parts.losses import symmetric_infonce
+from tvr_convbench.methods.parts.optim import BertAdam, build_optimizer, lr_multiplier, warmup_cosine
+from tvr_convbench.methods.parts.temporal import MASK_BIAS, SeqTransf
 
 
 @pytest.mark.parametrize("batch,expected", [(2, 0.693147), (32, 3.4657), (64, 4.158883), (128, 4.852030)])

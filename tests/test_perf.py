@@ -11,14 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 
-import methods.parts.aosm as aosm
-from bench.cli import main as cli_main
-from bench.evaluate import blockwise_similarity, cat_reps
-from bench.perf import QUICK, EncodeCounter, Shapes, count_flops, default_run, logged_eval_shares, similarity_flops
-from methods import build_method, list_methods
-from methods.glccl import guided_frame_scores, guided_frame_weights, guided_video
-from methods.glscl import pairwise_dots, quadratic_forms
+import tvr_convbench.methods.parts.aosm as aosm
 from tests.helpers import feature_batch, perturb_head
+from tvr_convbench.bench.cli import main as cli_main
+from tvr_convbench.bench.evaluate import blockwise_similarity, cat_reps
+from tvr_convbench.bench.perf import (
+    QUICK,
+    EncodeCounter,
+    Shapes,
+    count_flops,
+    default_run,
+    logged_eval_shares,
+    similarity_flops,
+)
+from tvr_convbench.methods import build_method, list_methods
+from tvr_convbench.methods.glccl import guided_frame_scores, guided_frame_weights, guided_video
+from tvr_convbench.methods.glscl import pairwise_dots, quadratic_forms
 
 TRAINING_KEYS = {"ms_median", "ms_iqr", "samples_per_s", "flops_per_step", "gflops", "fraction_of_peak", "peak_bytes"}
 HARNESS_KEYS = {"step_ms", "compute_ms", "data_ms", "overhead_fraction", "eval_seconds", "eval_share"}

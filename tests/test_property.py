@@ -22,9 +22,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.config import SWEEP_KEYS, ConfigError, SweepConfig, TrainerConfig, load_sweep
-from datasets.didemo import AnnotationError, read_annotations, read_split_list
-from methods import list_methods
+from tvr_convbench.bench.config import SWEEP_KEYS, SweepConfig, TrainerConfig, load_sweep
+from tvr_convbench.core.errors import ConfigError
+from tvr_convbench.datasets.didemo import AnnotationError, read_annotations, read_split_list
+from tvr_convbench.methods import list_methods
 
 SETTINGS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

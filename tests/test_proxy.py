@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import dataset_class
-from datasets.proxy import (
+from tests.test_didemo_fixtures import VAL_JSON, needs_val_json
+from tvr_convbench.datasets import dataset_class
+from tvr_convbench.datasets.proxy import (
     FUNCTION_WORDS,
     ProxyDataModule,
     annotations_from_didemo,
     calibration,
     generate_annotations,
 )
-from tests.test_didemo_fixtures import VAL_JSON, needs_val_json
 
 TINY = {"train_videos": 48, "val_videos": 24, "test_videos": 16, "width": 16, "max_words": 20, "vocab_size": 200}
 

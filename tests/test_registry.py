@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from methods import METHODS, build_method, list_methods, method_parameters, register_method
-from methods.base import CostClass, RetrievalMethod
-from methods.registry import DuplicateNameError, Registry, UnknownNameError
+from tvr_convbench.core.errors import DuplicateNameError, UnknownNameError
+from tvr_convbench.core.registry import Registry
+from tvr_convbench.methods import METHODS, build_method, list_methods, method_parameters, register_method
+from tvr_convbench.methods.base import CostClass, RetrievalMethod
 
 EXPECTED = {"drl", "glccl", "glscl", "meanp", "random", "seqtransf", "xclip", "xpool"}
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.cli import main
-from bench.runlog import COLUMNS
 from tests.helpers import interrupted_after_checkpoint
+from tvr_convbench.bench.cli import main
+from tvr_convbench.bench.runlog import COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = "xpool-s0"
@@ -47,7 +47,7 @@ import os
 import signal
 import sys
 
-from bench import runlog, trainer
+from tvr_convbench.bench import runlog, trainer
 
 HOOKS = {  # name: (owner, attribute, kill before the call?)
     "train_step": (trainer.Run, "train_step", True),  # between two optimizer steps
@@ -70,7 +70,7 @@ def wrapped(*args, **kwargs):
 
 
 setattr(owner, name, wrapped)
-from bench.cli import main  # noqa: E402
+from tvr_convbench.bench.cli import main  # noqa: E402
 
 sys.exit(main(sys.argv[3:]))
 '''
@@ -143,7 +143,7 @@ def test_interrupted_run_resumes_bit_identical(tmp_path: Path, monkeypatch: pyte
     assert len({r[3] for r in expected if r[2] == "loss"}) > 1  # it trains
     sweep, runs = write_sweep(tmp_path / "killed", cache), tmp_path / "killed" / "runs"
     run_dir = runs / "kill" / RUN
-    from bench import trainer
+    from tvr_convbench.bench import trainer
 
     # (owner, attribute, interrupt after the n-th call, checkpoint step left behind)
     stops = [(trainer, "save_checkpoint", 2, 4), (trainer.Run, "train_step", 5, 8)]
@@ -173,7 +173,7 @@ def test_the_comparison_sees_the_rng_state(tmp_path: Path, monkeypatch: pytest.M
     cache = tmp_path / "cache"
     expected = reference_metrics(tmp_path, cache)
     sweep, runs = write_sweep(tmp_path / "killed", cache), tmp_path / "killed" / "runs"
-    from bench import trainer
+    from tvr_convbench.bench import trainer
 
     with interrupted_after_checkpoint(8, exc=Interrupt), pytest.raises(Interrupt):
         main(cli_args(sweep, runs))
@@ -238,7 +238,11 @@ def test_sigkill_at_any_moment_then_resume_matches_uninterrupted(tmp_path: Path)
         assert max(r[0] for r in rows) == last and checkpoint_step(run_dir) == ckpt, hook
         assert (run_dir / "status").read_text() == "running\n"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", *cli_args(sweep, runs)], cwd=REPO, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "tvr_convbench", *cli_args(sweep, runs)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(resumed at step 12)" in result.stdout

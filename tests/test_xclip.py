@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import CostClass, build_method
-from methods.parts.aosm import AttnSum
 from tests.helpers import GIB, assert_odd_blockwise, attn_sum_oracle, eval_memory, feature_batch, perturb_head
+from tvr_convbench.methods import CostClass, build_method
+from tvr_convbench.methods.parts.aosm import AttnSum
 
 SMALL = {"width": 16, "max_frames": 5, "max_words": 7}
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods import CostClass, build_method
 from tests.helpers import (
     GIB,
     SCALE,
@@ -22,6 +21,7 @@ from tests.helpers import (
     perturb_,
     reps_per_item_bytes,
 )
+from tvr_convbench.methods import CostClass, build_method
 
 
 # --- X-Pool -------------------------------------------------------------------------------------------------------

@@ -7,9 +7,15 @@ imported on first use, so ``run_target_table`` (e.g. for wandb summaries) does n
 
 from typing import Any
 
-from bench.analysis.config import ReportConfig
-from bench.analysis.load import SweepLog, SweepLogWarning, load_sweep
-from bench.analysis.pipeline import Analysis, AnalysisWarning, analyse, read_report_config, run_target_table
+from tvr_convbench.bench.analysis.config import ReportConfig
+from tvr_convbench.bench.analysis.load import SweepLog, SweepLogWarning, load_sweep
+from tvr_convbench.bench.analysis.pipeline import (
+    Analysis,
+    AnalysisWarning,
+    analyse,
+    read_report_config,
+    run_target_table,
+)
 
 __all__ = [
     "Analysis",
@@ -27,7 +33,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "write_report":
-        from bench.analysis.report import write_report
+        from tvr_convbench.bench.analysis.report import write_report
 
         return write_report
-    raise AttributeError(f"module 'bench.analysis' has no attribute {name!r}")
+    raise AttributeError(f"module 'tvr_convbench.bench.analysis' has no attribute {name!r}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.analysis.config import ReportConfig
-from bench.analysis.stats import (
+from tvr_convbench.bench.analysis.config import ReportConfig
+from tvr_convbench.bench.analysis.stats import (
     bootstrap_intervals,
     performance_profile,
     probability_of_improvement,

@@ -6,10 +6,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis import tables
-from bench.analysis.config import ReportConfig
-from bench.analysis.load import SweepLog
-from bench.analysis.pipeline import Analysis
+from tvr_convbench.bench.analysis import tables
+from tvr_convbench.bench.analysis.config import ReportConfig
+from tvr_convbench.bench.analysis.load import SweepLog
+from tvr_convbench.bench.analysis.pipeline import Analysis
 
 PROXY_TITLE = "synthetic DiDeMo proxy"
 TRAINER_KEYS = ("batch_size", "optimizer", "lr", "backbone_lr", "warmup", "weight_decay", "grad_clip")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis import aggregate
-from bench.analysis.config import ReportConfig
-from bench.analysis.load import SweepLog, load_sweep, read_spec
-from bench.analysis.targets import model_selection, run_table, target_table, val_curves
+from tvr_convbench.bench.analysis import aggregate
+from tvr_convbench.bench.analysis.config import ReportConfig
+from tvr_convbench.bench.analysis.load import SweepLog, load_sweep, read_spec
+from tvr_convbench.bench.analysis.targets import model_selection, run_table, target_table, val_curves
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.analysis import aggregate, figures, tables
-from bench.analysis.document import render_report
-from bench.analysis.load import load_sweep
-from bench.analysis.pipeline import Analysis, analyse, read_report_config
-from datasets.files import atomic_write_bytes, atomic_write_text
+from tvr_convbench.bench.analysis import aggregate, figures, tables
+from tvr_convbench.bench.analysis.document import render_report
+from tvr_convbench.bench.analysis.load import load_sweep
+from tvr_convbench.bench.analysis.pipeline import Analysis, analyse, read_report_config
+from tvr_convbench.core.files import atomic_write_bytes, atomic_write_text
 
 
 def save_figure(fig: Figure, path: Path, dpi: int) -> None:

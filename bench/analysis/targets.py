@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.analysis.config import METRIC_NAMES, ReportConfig
+from tvr_convbench.bench.analysis.config import METRIC_NAMES, ReportConfig
 
 RUN_KEYS = ["method", "seed", "run"]
 

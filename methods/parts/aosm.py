@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from methods.base import normalize
+from tvr_convbench.methods.base import normalize
 
 AOSM_TEMPERATURE = 0.01
 """the hard-coded softmax temperature of every AOSM softmax in the official code"""

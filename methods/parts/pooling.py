@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from methods.base import normalize
+from tvr_convbench.methods.base import normalize
 
 MaskMode = Literal["none", "multiply", "exclude"]
 

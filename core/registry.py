@@ -5,8 +5,9 @@ Register at the definition site::
     @register_method("glscl")
     class GLSCL(RetrievalMethod): ...
 
-and resolve with ``METHODS.get("glscl")``. Unknown names raise ``UnknownNameError`` with close matches and the
-full list of valid names; registering a name twice raises ``DuplicateNameError`` naming both definitions.
+and resolve with ``METHODS.get("glscl")``. Every plug-in kind (methods, datasets) has exactly one ``Registry``.
+Unknown names raise ``UnknownNameError`` with close matches and the full list of valid names; registering a name
+twice raises ``DuplicateNameError`` naming both definitions (``tvr_convbench.core.errors``).
 """
 
 from __future__ import annotations
@@ -16,19 +17,9 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
+from tvr_convbench.core.errors import DuplicateNameError, RegistryError, UnknownNameError
+
 T = TypeVar("T")
-
-
-class RegistryError(ValueError):
-    """Base class of registry errors: a user-facing, one-line message."""
-
-
-class DuplicateNameError(RegistryError):
-    """A name was registered twice."""
-
-
-class UnknownNameError(RegistryError):
-    """A name is not registered (or a keyword argument does not exist)."""
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-RECALL_KS = (1, 5, 10)
-METRIC_NAMES = tuple(f"{d}/{m}" for d in ("t2v", "v2t") for m in ("R@1", "R@5", "R@10", "MdR", "MnR"))
+from tvr_convbench.core.schema import METRIC_NAMES, RECALL_KS
+
+__all__ = ["METRIC_NAMES", "positive_ranks", "rank_metrics", "retrieval_metrics"]
 
 
 def positive_ranks(sim: Tensor) -> Tensor:

@@ -1,0 +1,103 @@
+"""Atomic file writes and output-folder checks, used by every writer of the project (run logs, reports, caches,
+feature stores, the benchmark).
+
+A file is written to a private temporary name in its own folder (``.<name>.<random>.tmp``), flushed to disk and
+renamed into place with ``os.replace``: a reader, a resumed run or a crash never sees a half-written file. A writer
+killed before the rename leaves only its temporary file, which ``remove_stale_temporaries`` deletes when the run
+starts again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tvr_convbench.core.errors import OutputError
+
+MIN_FREE_BYTES = 64 * 2**20
+"""free space a run needs before it starts (checkpoints, logs)"""
+
+
+def temporary_beside(path: Path) -> Path:
+    """A new, empty, private temporary file in ``path``'s folder (created, so the name is ours)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Move a finished temporary file into place (``mkstemp`` makes it private: give it the usual 0644 first)."""
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` to fill a temporary file, then move it onto ``path``; on any error nothing is left."""
+    path = Path(path)
+    tmp = temporary_beside(path)
+    try:
+        write(tmp)
+        publish(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsync'ed before the rename)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: int = 1) -> None:
+    """Pretty JSON (sorted keys, UTF-8), written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def atomic_write_yaml(path: str | Path, data: dict) -> None:
+    """YAML in the mapping's own key order, written atomically."""
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.tmp*``) a killed writer left in ``folder``; returns them."""
+    stale = sorted(folder.glob(".*.tmp*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def check_writable(folder: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """Raise ``OutputError`` unless ``folder`` has ``min_free`` bytes free and can be created and written.
+
+    The free space is checked first, on the nearest existing ancestor, so a full disk leaves nothing behind.
+    """
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < min_free:
+        raise OutputError(f"{folder}: only {free / 2**20:.0f} MiB free, need {min_free / 2**20:.0f} MiB")
+    probe = folder / f".write-probe.tmp{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"{folder}: not writable ({err.strerror or err})") from None
