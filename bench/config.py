@@ -464,7 +464,6 @@ def validate_method_args(method: str, args: dict, where: str) -> dict:
 def validate_data(data: dict, where: str) -> dict:
     """Check the ``data`` section against the dataset's constructor signature; returns it resolved (defaults filled
     in, so the run log records every knob and a changed default is detected as a changed config)."""
-    from tvr_convbench.core.registry import init_parameters
     from tvr_convbench.datasets import dataset_class
 
     try:
@@ -472,8 +471,8 @@ def validate_data(data: dict, where: str) -> dict:
     except RegistryError as err:
         raise ConfigError(f"{where}.name: {err}") from None
     kwargs = {k: v for k, v in data.items() if k != "name"}
-    params = init_parameters(cls)
-    typed = check_signature(params, kwargs, where, typing.get_type_hints(cls.__init__))
+    params = cls.config_parameters()
+    typed = check_signature(params, kwargs, where, {k: p.annotation for k, p in params.items()})
     try:
         cls(**typed)  # constructors validate values (sizes, paths) without loading anything
     except (ValueError, OSError) as err:

@@ -13,6 +13,8 @@ turns its batches into method features.
 from __future__ import annotations
 
 import abc
+import inspect
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from tvr_convbench.core.registry import Registry
+from tvr_convbench.core.registry import Registry, init_parameters
 
 FEATURE_KEYS = ("text_tokens", "text_mask", "text_eot", "video_frames", "video_mask", "index")
 SPLITS = ("train", "val", "test")
@@ -97,6 +99,13 @@ def _identity_linear(width: int) -> nn.Linear:
 class RetrievalDataModule(L.LightningDataModule, abc.ABC):
     """A dataset behind the harness. Subclasses register with ``@register_dataset(name)``; their typed
     constructor signature is their config schema (the ``data:`` section of a run config)."""
+
+    @classmethod
+    def config_parameters(cls) -> dict[str, inspect.Parameter]:
+        """The keys of the ``data:`` section this module accepts (its config schema), each an ``inspect.Parameter``
+        with its resolved annotation and default: by default every keyword of the constructor."""
+        hints = typing.get_type_hints(cls.__init__)
+        return {name: p.replace(annotation=hints.get(name, p.annotation)) for name, p in init_parameters(cls).items()}
 
     synthetic: bool = False
     """True for generated data: reports then say "synthetic proxy" in their title"""
