@@ -10,18 +10,21 @@ A sweep file (``bench/configs/sweeps/<name>.yaml``) looks like::
       xpool: {args: {dropout: 0.4}}
     report: {targets: [0.5, 0.8, 0.9, 0.95]}
 
-Every key is checked against its dataclass or constructor signature: an unknown key, a wrong type, a bad value,
-an empty method list or colliding seeds raise ``ConfigError`` with one line naming the file and the key (the CLI
-prints it and exits with code 2 before anything is written).
+Every key of every section (``report`` included) is checked by one engine (``bench.typed``) against its dataclass or
+constructor signature when the sweep is loaded: an unknown key, a wrong type, a bad value, an empty method list or
+colliding seeds raise ``ConfigError`` with one line naming the file and the key (the CLI prints it and exits with
+code 2 before anything is written).
+
+A saved ``sweep.yaml`` / ``config.yaml`` is read back only through ``SweepConfig.from_dict`` /
+``RunConfig.from_dict`` (the sweep compatibility check, the wandb mirror, the exports and the analysis), which type-
+check every section again and fill in defaults added since the file was written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,140 +32,13 @@ from typing import Any, Literal
 
 import yaml
 
+from tvr_convbench.bench.typed import YamlLoader, check_signature, coerce, from_mapping, load_yaml
 from tvr_convbench.core.errors import ConfigError, RegistryError
 from tvr_convbench.core.registry import suggest
+from tvr_convbench.core.schema import METRIC_NAMES
 
 SWEEPS_DIR = Path(__file__).parent / "configs" / "sweeps"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-# --- YAML ----------------------------------------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``) and rejects duplicate keys."""
-
-    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201 - PyYAML signature
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def load_yaml(path: Path) -> dict:
-    """Parse a YAML mapping, with file-named errors."""
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # ReaderError spans two lines
-        raise ConfigError(f"{path}:{where} malformed YAML ({problem})") from None
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-# --- type checking -------------------------------------------------------------------------------------------
-def coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check ``value`` against a type annotation (ints are accepted for floats); return the typed value."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any or annotation is inspect.Parameter.empty:
-        return value
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        return _coerce_union(value, args, where)
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {_describe(value)}")
-        item = args[0] if args else Any
-        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {_describe(value)}")
-        return dict(value)
-    if dataclasses.is_dataclass(annotation):
-        return from_mapping(annotation, value, where)
-    return _coerce_scalar(value, annotation, where)
-
-
-def _coerce_union(value: Any, args: tuple, where: str) -> Any:
-    if value is None and type(None) in args:
-        return None
-    errors = []
-    for arg in (a for a in args if a is not type(None)):
-        try:
-            return coerce(value, arg, where)
-        except ConfigError as err:
-            errors.append(str(err).split(": ", 1)[-1])
-    raise ConfigError(f"{where}: {'; '.join(errors)}")
-
-
-def _coerce_scalar(value: Any, annotation: Any, where: str) -> Any:
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-    if annotation is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true/false, got {_describe(value)}")
-    if annotation is int and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer, got {_describe(value)}")
-    if isinstance(annotation, type) and not isinstance(value, annotation):
-        raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {_describe(value)}")
-    return value
-
-
-def _type_name(annotation: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string"}.get(annotation, getattr(annotation, "__name__", "?"))
-
-
-def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, dict | list) else type(value).__name__
-
-
-def from_mapping(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from a mapping of overrides (unknown keys and wrong types raise)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {_describe(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if key not in fields:
-            raise ConfigError(f"{where}: unknown key {key!r}{suggest(str(key), fields)} (valid: {', '.join(fields)})")
-    values = {key: coerce(value, hints[key], f"{where}.{key}") for key, value in data.items()}
-    try:
-        return cls(**values)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{where}: {err}") from None
-
-
-def check_signature(params: dict[str, inspect.Parameter], data: dict, where: str, hints: dict) -> dict:
-    """Check keyword arguments against a constructor's parameters (the method/dataset config schema)."""
-    out = {}
-    for key, value in data.items():
-        if key not in params:
-            raise ConfigError(f"{where}: unknown key {key!r}{suggest(str(key), params)} (valid: {', '.join(params)})")
-        out[key] = coerce(value, hints.get(key, Any), f"{where}.{key}")
-    return out
 
 
 # --- the configs ---------------------------------------------------------------------------------------------
@@ -181,10 +57,13 @@ class TrainerConfig:
     backbone_lr: float = 1e-7
     """learning rate of the backbone (CLIP, or the proxy's adapter) and of a learnable logit scale"""
     optimizer: Literal["bertadam", "adamw"] = "bertadam"
+    """BertAdam (no bias correction, the CLIP4Clip family's) or torch AdamW"""
     schedule: Literal["warmup_cosine", "constant"] = "warmup_cosine"
+    """learning-rate schedule over max_steps"""
     warmup: float = 0.1
     """warmup fraction of max_steps"""
     weight_decay: float = 0.2
+    """decoupled weight decay (biases excluded)"""
     grad_clip: float = 1.0
     """global gradient-norm clip (0 disables)"""
     eval_batch_size: int = 256
@@ -198,6 +77,7 @@ class TrainerConfig:
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     """Lightning precision of the training step (``16-mixed``: the clean AMP alternative to the official fp16 CLIP)"""
     strategy: Literal["auto", "ddp"] = "auto"
+    """``ddp``: one run over several processes (``devices``)"""
     devices: int = 1
     """processes for ``strategy: ddp`` (CPU: gloo; GPU: one per device)"""
     num_threads: int = 0
@@ -217,6 +97,11 @@ class TrainerConfig:
         if self.batch_size % self.devices:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by devices {self.devices}")
 
+    def eval_steps(self) -> tuple[int, ...]:
+        """The optimizer steps after which the whole val split is evaluated: step 0, every ``val_every`` steps and
+        the last step, ascending. The one rule the trainer, the analysis and the benchmark all use."""
+        return tuple(sorted({*range(0, self.max_steps + 1, self.val_every), self.max_steps}))
+
 
 @dataclass
 class WandbConfig:
@@ -225,7 +110,104 @@ class WandbConfig:
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     """auto: online when an account is configured (WANDB_API_KEY or a wandb login), else offline; WANDB_MODE wins"""
     project: str = "tvr-convbench"
+    """wandb project"""
     entity: str | None = None
+    """wandb entity (user or team; None: the account's default)"""
+
+
+Reference = Literal["best", "median_best"]
+Aggregate = Literal["iqm", "median"]
+METRIC_PATTERN = re.compile(r"^(t2v|v2t)/(R@\d+|MdR|MnR)$")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Recall (``R@K``) grows with quality; the rank metrics (``MdR``, ``MnR``) shrink."""
+    return "/R@" in metric
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the convergence report measures and how (the ``report`` section of a sweep)."""
+
+    metric: str = "t2v/R@1"
+    """validation metric for model selection, targets, curves and AUC: one of the ten retrieval metrics"""
+    targets: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
+    """targets as fractions in (0, 1] of the reference value; used when ``absolute_targets`` is not given"""
+    absolute_targets: tuple[float, ...] | None = None
+    """targets in metric units; replaces the fractions (required for the lower-is-better MdR/MnR)"""
+    reference: Reference = "best"
+    """reference of the fractions: the best value any run reached (``best``), or the highest over methods of the
+    median over seeds of each run's best (``median_best``, AlgoPerf's target rule)"""
+    aggregate: Aggregate = "iqm"
+    """central statistic over seeds for curves, best value and AUC (time to target reports median and IQM)"""
+    confidence: float = 0.95
+    """coverage of the interval estimates, in (0, 1)"""
+    bootstrap_reps: int = 10_000
+    """bootstrap resamples per interval (at least 100)"""
+    band_reps: int = 2_000
+    """bootstrap resamples per point of the figures' curve bands (visual only; rliable uses 2,000 for profiles)"""
+    bootstrap_seed: int = 0
+    """seed of the bootstrap; every interval is a deterministic function of it, the data and the method label"""
+    profile_max_ratio: float = 4.0
+    """largest ratio to the fastest method shown in performance profiles (AlgoPerf uses 4); above 1"""
+    curve_points: int = 50
+    """points of the common train-seconds grid the metric curves are interpolated onto (at least 2)"""
+    loss_window: int = 0
+    """moving-average window (optimizer steps) of the training-loss figure; 0 = max_steps // 50"""
+    dpi: int = 150
+    """resolution of the PNG figures (at least 50)"""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if self.absolute_targets is not None:
+            object.__setattr__(self, "absolute_targets", tuple(self.absolute_targets))
+        self._check_metric()
+        self._check_targets()
+        self._check_numbers()
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any] | None, where: str = "report") -> ReportConfig:
+        """Build from a ``report`` mapping (None -> defaults) with the config engine (``ConfigError`` otherwise)."""
+        return from_mapping(cls, dict(mapping or {}), where)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return higher_is_better(self.metric)
+
+    def _check_metric(self) -> None:
+        if not METRIC_PATTERN.match(self.metric) or self.metric not in METRIC_NAMES:
+            raise ValueError(f"ReportConfig.metric: expected one of {', '.join(METRIC_NAMES)}, got {self.metric!r}")
+
+    def _check_targets(self) -> None:
+        if not self.targets or not all(0 < f <= 1 for f in self.targets):
+            raise ValueError(f"ReportConfig.targets: need one or more fractions in (0, 1], got {list(self.targets)}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"ReportConfig.targets: duplicate fractions in {list(self.targets)}")
+        absolute = self.absolute_targets
+        if absolute is not None and not absolute:
+            raise ValueError("ReportConfig.absolute_targets: need one or more finite numbers, got []")
+        if absolute is not None and len(set(absolute)) != len(absolute):
+            raise ValueError(f"ReportConfig.absolute_targets: duplicate values in {list(absolute)}")
+        if absolute is None and not self.higher_is_better:
+            raise ValueError(
+                f"ReportConfig.absolute_targets: {self.metric} is lower-is-better; fractions of a reference are "
+                "defined for recall metrics only, so give absolute targets"
+            )
+
+    def _check_numbers(self) -> None:
+        checks = {
+            "confidence": 0 < self.confidence < 1,
+            "bootstrap_reps": self.bootstrap_reps >= 100,
+            "band_reps": self.band_reps >= 100,
+            "bootstrap_seed": self.bootstrap_seed >= 0,
+            "profile_max_ratio": self.profile_max_ratio > 1,
+            "curve_points": self.curve_points >= 2,
+            "loss_window": self.loss_window >= 0,
+            "dpi": self.dpi >= 50,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"ReportConfig.{name}: invalid value {getattr(self, name)!r}")
 
 
 @dataclass
@@ -233,8 +215,11 @@ class MethodSpec:
     """One line of a sweep: a registered method, its label (run names, report legends) and its overrides."""
 
     method: str
+    """a registered method name (``tvr-convbench list``)"""
     label: str = ""
+    """the name of this entry in run names and report legends (default: the method name)"""
     args: dict = field(default_factory=dict)
+    """method constructor arguments (checked against the method's signature)"""
     trainer: dict = field(default_factory=dict)
     """trainer overrides for this method only (breaks the one-protocol rule: reports flag it)"""
 
@@ -261,6 +246,15 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "config.yaml") -> RunConfig:
+        """A saved ``config.yaml`` read back, every section type-checked (``ConfigError`` naming the key)."""
+        return from_mapping(cls, raw, where)
+
+    @classmethod
+    def from_file(cls, path: Path) -> RunConfig:
+        return cls.from_dict(load_yaml(path), str(path))
+
 
 @dataclass
 class SweepConfig:
@@ -272,7 +266,7 @@ class SweepConfig:
     data: dict
     trainer: TrainerConfig
     wandb: WandbConfig
-    report: dict
+    report: ReportConfig = field(default_factory=ReportConfig)
     source: str = ""
 
     def runs(self) -> list[RunConfig]:
@@ -280,7 +274,6 @@ class SweepConfig:
         return [self.run_config(spec, seed) for spec in self.methods for seed in self.seeds]
 
     def run_config(self, spec: MethodSpec, seed: int) -> RunConfig:
-        trainer = dataclasses.replace(self.trainer, **spec.trainer) if spec.trainer else self.trainer
         return RunConfig(
             sweep=self.name,
             run=f"{spec.label}-s{seed}",
@@ -289,17 +282,48 @@ class SweepConfig:
             method_args=dict(spec.args),
             seed=seed,
             data=dict(self.data),
-            trainer=trainer,
+            trainer=self.trainer_for(spec),
             wandb=self.wandb,
         )
 
+    def trainer_for(self, spec: MethodSpec) -> TrainerConfig:
+        """The trainer settings of one method entry: the sweep's, with the entry's own overrides (if any)."""
+        if not spec.trainer:
+            return self.trainer
+        merged = {**dataclasses.asdict(self.trainer), **spec.trainer}
+        return from_mapping(TrainerConfig, merged, f"{self.source}: methods ({spec.label}).trainer")
+
     def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
+        out = _plain(dataclasses.asdict(self))
         out.pop("source")
         return out
 
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "sweep.yaml") -> SweepConfig:
+        """A saved, resolved ``sweep.yaml`` read back: every section type-checked, defaults filled in. Method and
+        dataset names are not looked up (they were when the sweep was loaded), so an old run log stays readable."""
+        raw = coerce(raw, dict, where)
+        _check_keys(raw, RESOLVED_KEYS, where)
+        entries = coerce(raw.get("methods"), list, f"{where}: methods")
+        specs = [_method_spec(e, f"{where}: methods[{i}]") for i, e in enumerate(entries)]
+        return cls(**_sections(raw, where, None), methods=_distinct_labels(specs, where), source=where)
+
+    @classmethod
+    def from_file(cls, path: Path) -> SweepConfig:
+        return cls.from_dict(load_yaml(path), str(path))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (YAML's safe dumper writes lists, not tuples)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
 
 SWEEP_KEYS = ("name", "methods", "seeds", "data", "trainer", "wandb", "overrides", "report")
+RESOLVED_KEYS = tuple(k for k in SWEEP_KEYS if k != "overrides")
 
 
 def resolve_sweep_path(name_or_path: str) -> Path:
@@ -328,7 +352,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. trainer.max_steps=200")
         try:
-            value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            value = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
         node, parts = out, key.strip().split(".")
@@ -349,29 +373,31 @@ def load_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -
     path = resolve_sweep_path(name_or_path)
     raw = apply_overrides(load_yaml(path), overrides)
     where = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
-    for key in raw:
-        if key not in SWEEP_KEYS:
-            raise ConfigError(
-                f"{where}: unknown key {key!r}{suggest(str(key), SWEEP_KEYS)} (valid: {', '.join(SWEEP_KEYS)})"
-            )
-    name = coerce(raw.get("name", path.stem), str, f"{where}: name")
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(f"{where}: name {name!r} must be a plain name ({NAME_PATTERN.pattern}), no path separators")
-    trainer = from_mapping(TrainerConfig, raw.get("trainer", {}), f"{where}: trainer")
-    wandb = from_mapping(WandbConfig, raw.get("wandb", {}), f"{where}: wandb")
-    methods = _methods(raw, where)
-    sweep = SweepConfig(
-        name=name,
-        methods=methods,
-        seeds=_seeds(raw, where),
-        data=_data(raw.get("data", {}), where),
-        trainer=trainer,
-        wandb=wandb,
-        report=coerce(raw.get("report", {}), dict, f"{where}: report"),
-        source=where,
-    )
+    _check_keys(raw, SWEEP_KEYS, where)
+    sweep = SweepConfig(**_sections(raw, where, path.stem), methods=_methods(raw, where), source=where)
     _check_methods(sweep, where)
     return sweep
+
+
+def _check_keys(raw: dict, valid: tuple[str, ...], where: str) -> None:
+    for key in raw:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}{suggest(str(key), valid)} (valid: {', '.join(valid)})")
+
+
+def _sections(raw: dict, where: str, default_name: str | None) -> dict[str, Any]:
+    """The typed sections a sweep file and a saved sweep share: name, seeds, data, trainer, wandb, report."""
+    name = coerce(raw.get("name", default_name), str, f"{where}: name")
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: name {name!r} must be a plain name ({NAME_PATTERN.pattern}), no path separators")
+    return {
+        "name": name,
+        "seeds": _seeds(raw, where),
+        "data": _data(raw.get("data", {}), where),
+        "trainer": from_mapping(TrainerConfig, raw.get("trainer", {}), f"{where}: trainer"),
+        "wandb": from_mapping(WandbConfig, raw.get("wandb", {}), f"{where}: wandb"),
+        "report": from_mapping(ReportConfig, raw.get("report", {}), f"{where}: report"),
+    }
 
 
 def _seeds(raw: dict, where: str) -> list[int]:
@@ -408,10 +434,16 @@ def _methods(raw: dict, where: str) -> list[MethodSpec]:
         raise ConfigError(
             f"{where}: overrides.{first} matches no method label{suggest(first, labels)} ({', '.join(labels)})"
         )
+    return _distinct_labels(specs, where)
+
+
+def _distinct_labels(specs: list[MethodSpec], where: str) -> list[MethodSpec]:
     labels = [s.label for s in specs]
     duplicates = sorted({lab for lab in labels if labels.count(lab) > 1})
     if duplicates:
         raise ConfigError(f"{where}: method labels collide: {duplicates} (give each entry a distinct 'label')")
+    if not specs:
+        raise ConfigError(f"{where}: methods is empty")
     return specs
 
 
@@ -441,12 +473,11 @@ def _data(data: Any, where: str) -> dict:
 
 
 def _check_methods(sweep: SweepConfig, where: str) -> None:
-    """Validate every method's args and trainer overrides, and the data section, against their schemas."""
+    """Validate every method's args (kept as coerced: what reaches the method) and trainer overrides, and the data
+    section, against their schemas."""
     for i, spec in enumerate(sweep.methods):
-        validate_method_args(spec.method, spec.args, f"{where}: methods[{i}] ({spec.label}).args")
-        if spec.trainer:
-            merged = {**dataclasses.asdict(sweep.trainer), **spec.trainer}
-            from_mapping(TrainerConfig, merged, f"{where}: methods[{i}] ({spec.label}).trainer")
+        spec.args = validate_method_args(spec.method, spec.args, f"{where}: methods[{i}] ({spec.label}).args")
+        sweep.trainer_for(spec)  # a per-method trainer override must make a valid protocol too
     sweep.data = validate_data(sweep.data, f"{where}: data")
 
 
@@ -462,8 +493,8 @@ def validate_method_args(method: str, args: dict, where: str) -> dict:
 
 
 def validate_data(data: dict, where: str) -> dict:
-    """Check the ``data`` section against the dataset's constructor signature; returns it resolved (defaults filled
-    in, so the run log records every knob and a changed default is detected as a changed config)."""
+    """Check the ``data`` section against the dataset's schema (``config_parameters``); returns it resolved
+    (defaults filled in, so the run log records every knob and a changed default is detected as a changed config)."""
     from tvr_convbench.datasets import dataset_class
 
     try:

@@ -6,16 +6,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import yaml
-
-from tvr_convbench.bench.config import RunConfig, TrainerConfig, WandbConfig
+from tvr_convbench.bench.config import RunConfig, SweepConfig, WandbConfig
 from tvr_convbench.bench.wandb_mirror import WandbMirror, resolve_mode
+from tvr_convbench.core.schema import SweepPaths
 
 
 def mirror_targets(sweep_dir: Path) -> None:
     """Push per-run time-to-target values and the results table of ``sweep_dir`` to wandb (no-op when disabled)."""
-    sweep = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
-    wandb_cfg = WandbConfig(**sweep.get("wandb", {}))
+    sweep = SweepConfig.from_file(SweepPaths(sweep_dir).sweep)
+    wandb_cfg = sweep.wandb
     if resolve_mode(wandb_cfg.mode) == "disabled":
         return
     from tvr_convbench.bench.analysis import run_target_table
@@ -24,7 +23,7 @@ def mirror_targets(sweep_dir: Path) -> None:
     if table.empty:
         return
     for run, rows in table.groupby("run"):
-        cfg = _run_config(sweep_dir / str(run) / "config.yaml")
+        cfg = RunConfig.from_file(SweepPaths(sweep_dir).run(str(run)).config)
         values = {}
         for row in rows.itertuples():
             key = f"target/{row.target}"
@@ -38,23 +37,16 @@ def mirror_targets(sweep_dir: Path) -> None:
     _sweep_table(sweep_dir, sweep, wandb_cfg, table)
 
 
-def _run_config(path: Path) -> RunConfig:
-    raw = yaml.safe_load(path.read_text())
-    raw["trainer"] = TrainerConfig(**raw["trainer"])
-    raw["wandb"] = WandbConfig(**raw["wandb"])
-    return RunConfig(**raw)
-
-
-def _sweep_table(sweep_dir: Path, sweep: dict, wandb_cfg: WandbConfig, table) -> None:  # noqa: ANN001 - DataFrame
+def _sweep_table(sweep_dir: Path, sweep: SweepConfig, wandb_cfg: WandbConfig, table) -> None:  # noqa: ANN001
     cfg = RunConfig(
-        sweep=sweep["name"],
-        run=f"{sweep['name']}-results",
+        sweep=sweep.name,
+        run=f"{sweep.name}-results",
         label="sweep",
         method="-",
         method_args={},
         seed=-1,
-        data=sweep["data"],
-        trainer=TrainerConfig(**sweep["trainer"]),
+        data=sweep.data,
+        trainer=sweep.trainer,
         wandb=wandb_cfg,
     )
     mirror = WandbMirror()

@@ -19,12 +19,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from tvr_convbench.bench.config import RunConfig, SweepConfig
 from tvr_convbench.bench.runlog import collect_results, read_status
 from tvr_convbench.core.errors import ConfigError
 from tvr_convbench.core.files import atomic_write_yaml, check_writable
+from tvr_convbench.core.schema import RunPaths
 
 
 @dataclass
@@ -37,15 +36,23 @@ class Outcome:
 def check_compatible(sweep_dir: Path, runs: list[RunConfig]) -> None:
     """Refuse to mix results of different configs under one sweep name."""
     for cfg in runs:
-        path = sweep_dir / cfg.run / "config.yaml"
+        path = RunPaths(sweep_dir / cfg.run).config
         if path.exists() and read_status(path.parent) in ("done", "running"):
-            old = yaml.safe_load(path.read_text())
-            if old != cfg.to_dict():
-                changed = sorted(k for k in cfg.to_dict() if old.get(k) != cfg.to_dict()[k])
+            old, new = _saved_config(path), cfg.to_dict()
+            if old != new:
+                changed = sorted(k for k in new if old.get(k) != new[k])
                 raise ConfigError(
                     f"{path}: run {cfg.run!r} was made with a different config (changed: {', '.join(changed)}); "
                     f"use a new sweep name, or delete {path.parent} to redo it"
                 )
+
+
+def _saved_config(path: Path) -> dict:
+    """A run's saved config as a resolved dict; one that does not read back as a ``RunConfig`` is an empty one."""
+    try:
+        return RunConfig.from_file(path).to_dict()
+    except ConfigError:
+        return {}
 
 
 def preflight(sweep: SweepConfig, sweep_dir: Path) -> None:

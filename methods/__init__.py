@@ -1,4 +1,4 @@
-"""Retrieval methods behind one contract (``methods.base.RetrievalMethod``), resolved by name.
+"""Retrieval methods behind one contract (``tvr_convbench.methods.base.RetrievalMethod``), resolved by name.
 
     from tvr_convbench.methods import build_method, list_methods
     method = build_method("glscl", width=512, max_frames=64, max_words=64)
@@ -6,7 +6,7 @@
 Each module in this package registers its classes with ``@register_method(name, **preset)``; a preset fixes
 constructor arguments, so one class can back several names (``meanp`` and ``seqtransf`` are one CLIP4Clip class
 with a different ``header``). Every module here is imported on package import (shared pieces live in
-``methods.parts``), so a new method file needs no other edit to be registered and contract-tested.
+``tvr_convbench.methods.parts``), so a new method file needs no other edit to be registered and contract-tested.
 """
 
 from __future__ import annotations

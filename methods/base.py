@@ -5,9 +5,10 @@ A method turns backbone features into a text x video score matrix and a loss::
     text  = method.encode_text(batch)     # Rep: per-item tensors, dim 0 = texts   (independent per item)
     video = method.encode_video(batch)    # Rep: per-item tensors, dim 0 = videos  (independent per item)
     sim   = method.similarity(text, video)            # [Nt, Nv] logits (logit scale applied)
-    parts = method.loss(sim, text, video)             # {"loss": total, "<part>": ...}
+    parts = method.training_forward(text, video)      # {"loss": total, "<part>": ...}; by default
+                                                      #   method.loss(method.similarity(text, video), text, video)
 
-Batch keys (``FeatureBatch``, built by ``datasets`` + the backbone; masks are bool, True = real item)::
+Batch keys (``FeatureBatch``, built by ``tvr_convbench.datasets`` + the backbone; masks are bool, True = real item)::
 
     text_tokens [B, L, D]  every token position (SOT, words, EOT, padding), unnormalised
     text_mask   [B, L]     True on SOT..EOT
@@ -17,18 +18,19 @@ Batch keys (``FeatureBatch``, built by ``datasets`` + the backbone; masks are bo
     index       [B]        dataset index of the (paragraph, video) pair
 
 Rules (what a method must not do): it never touches metrics, logging, data splits, model selection, the
-optimizer or the clock; it never encodes a split itself. The harness (``bench``) encodes each split once per
-evaluation, concatenates the reps, and calls ``similarity`` on text x video blocks, so ``similarity`` must
-give the same numbers for a block as for the corresponding slice of the whole matrix. In training the harness
-gathers the reps of all processes (with gradients) before calling ``training_forward``, so every loss sees the
-global batch.
+optimizer or the clock; it never encodes a split itself. The harness (``tvr_convbench.bench``) encodes each split
+once per evaluation, concatenates the reps, and calls ``similarity`` on text x video blocks, so ``similarity`` must
+give the same numbers for a block as for the corresponding slice of the whole matrix. ``training_forward`` is the
+one way the harness computes a training loss (the base version calls ``similarity`` and then ``loss``; a method
+may override it to share work between the two, and may call ``loss`` from it). Before calling it the harness
+gathers the reps of all processes (with gradients), so every loss sees the global batch.
 
-Why a ``LightningModule`` (and not a plain ``nn.Module``): methods get device/dtype handling,
-``save_hyperparameters`` (the constructor kwargs are the method's config and land in checkpoints) and
-``all_gather`` for free, and they can be dropped into a ``lightning.Fabric`` or ``lightning.Trainer`` as they are.
-The loop itself is ``bench.trainer`` (on Fabric), because the protocol needs things the stock ``Trainer`` loop
-does not give cheaply: validation at step 0, a training clock paused during evaluation, and bit-exact mid-epoch
-resume.
+Why a ``LightningModule`` (and not a plain ``nn.Module``): methods get Lightning's device/dtype handling and
+``all_gather``, and a stock ``lightning.Trainer`` can drive them through a wrapper the harness will provide. A
+method is not fitted on its own (it has no ``training_step``): what the harness trains is the pairing of a
+backbone with a method. The harness loop is ``tvr_convbench.bench.trainer`` (on ``lightning.Fabric``), because
+the protocol needs things the stock ``Trainer`` loop does not give cheaply: validation at step 0, a training clock
+paused during evaluation, and bit-exact mid-epoch resume.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class RetrievalMethod(L.LightningModule, abc.ABC):
     max_eval_block: ClassVar[int] = 1024
     """largest text/video block the harness should feed ``similarity`` (bounds evaluation memory)"""
     method_name: str = "?"
-    """the registered name this instance was built under (set by ``methods.build_method``)"""
+    """the registered name this instance was built under (set by ``tvr_convbench.methods.build_method``)"""
 
     def __init__(
         self,
@@ -115,7 +117,9 @@ class RetrievalMethod(L.LightningModule, abc.ABC):
         for key, value in (("width", width), ("max_frames", max_frames), ("max_words", max_words)):
             if value <= 0:
                 raise ValueError(f"{type(self).__name__}: {key} must be positive, got {value}")
-        self.width, self.max_frames, self.max_words = width, max_frames, max_words
+        self.width = width
+        self.max_frames = max_frames
+        self.max_words = max_words
         self.logit_scale = LogitScale(logit_scale, learnable_logit_scale)
 
     # --- the contract -------------------------------------------------------------------------------------
@@ -134,17 +138,21 @@ class RetrievalMethod(L.LightningModule, abc.ABC):
     def loss(self, sim: Tensor, text: Rep, video: Rep) -> dict[str, Tensor]:
         """Training loss on a square in-batch matrix (pair i is the positive of row/column i).
 
-        Returns ``{"loss": total, ...named parts}``; the harness logs every entry as ``loss/<part>``.
+        Returns ``{"loss": total, ...named parts}``; the harness logs the total as ``loss`` and every part as
+        ``loss/<part>``.
         """
         return {"loss": symmetric_infonce(sim)}
 
     def training_forward(self, text: Rep, video: Rep) -> dict[str, Tensor]:
-        """Similarity + loss for one (gathered) training batch. Override only to share work between the two."""
+        """Similarity + loss for one (gathered) training batch: the harness's only way to a training loss.
+
+        Override only to share work between the two (the result must equal ``loss(similarity(text, video), ...)``).
+        """
         return self.loss(self.similarity(text, video), text, video)
 
     # --- harness hooks ------------------------------------------------------------------------------------
     def forward(self, batch: FeatureBatch) -> tuple[Rep, Rep]:
-        """Encode both modalities (the entry point a DDP wrapper sees)."""
+        """Encode both modalities (called by the harness's backbone + method module, the unit a DDP wrapper sees)."""
         return self.encode_text(batch), self.encode_video(batch)
 
     def param_groups(self, weight_decay: float) -> list[dict]:

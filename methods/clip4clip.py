@@ -5,7 +5,7 @@ Reference code: github.com/ArrowLuo/CLIP4Clip @508ffa3 (``modules/modeling.py``,
 Spec: ``reference/baselines-and-didemo.md`` 2.1.
 
 - ``meanp``: video = normalise(masked mean of normalised frame features); score = cos(sentence, video).
-- ``seqtransf``: the same after the shared seqTransf temporal module (``methods.parts.temporal``).
+- ``seqtransf``: the same after the shared seqTransf temporal module (``tvr_convbench.methods.parts.temporal``).
 Both are dual encoders: the score matrix is one GEMM of cached per-item vectors.
 
 Deviations: none in the head. (tightTransf and seqLSTM are not implemented.)

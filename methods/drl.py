@@ -6,7 +6,7 @@ Reference code: github.com/foolwood/DRL @475f96ce61 (HEAD; ``tvr/models/modeling
 hyper-parameters). Spec: ``reference/baselines-and-didemo.md`` 2.4.
 
 Representations (per item, cached): all text token features with the text mask; the seqTransf outputs of the
-frames (``methods.parts.temporal``) with the frame mask. Token weights come from two MLPs ``D -> D -> 1``
+frames (``tvr_convbench.methods.parts.temporal``) with the frame mask. Token weights come from two MLPs ``D -> D -> 1``
 (ReLU), g_t on the unnormalised token features and g_v on the unnormalised seqTransf outputs, softmaxed over the
 valid positions. On L2-normalised features, with ``s_ij = t_i . f_j`` and invalid pairs set to 0 (not -inf)::
 
@@ -88,8 +88,7 @@ def zscore(x: Tensor) -> Tensor:
 
 
 TEXT_TILE = 32
-"""texts per evaluation tile (with the frame-major layout, 128 x 128 block, 2 threads, medians: 13.6 -> 11.3 ms at
-D=64, L=40, F=8; 659 -> 592 ms at D=512, L=F=64)"""
+"""texts per evaluation tile (with the frame-major layout the tile's similarity tensor stays cache-sized)"""
 
 
 @register_method("drl")
@@ -108,7 +107,7 @@ class DRL(RetrievalMethod):
     max_eval_block = 128
     """a 128 x 128 block peaks at ~0.29 GiB of intermediates at D = 512, L = F = 64 with autograd (the [A L, B F]
     max-sim GEMM output is 268 MB of it; bound checked in tests/test_drl.py); without, texts are scored in tiles of
-    ``TEXT_TILE`` (101 MiB, measured with ``bench.perf.LiveBytes``)"""
+    ``TEXT_TILE``"""
 
     def __init__(
         self,
@@ -122,7 +121,9 @@ class DRL(RetrievalMethod):
     ) -> None:
         super().__init__(**base)
         self.uniform_weights = uniform_weights
-        self.cdcr_weight, self.cdcr_alpha1, self.cdcr_alpha2 = cdcr_weight, cdcr_alpha1, cdcr_alpha2
+        self.cdcr_weight = cdcr_weight
+        self.cdcr_alpha1 = cdcr_alpha1
+        self.cdcr_alpha2 = cdcr_alpha2
         self.temporal = SeqTransf(self.width, layers=temporal_layers)
         self.text_weight_fc = None if uniform_weights else weight_mlp(self.width)
         self.video_weight_fc = None if uniform_weights else weight_mlp(self.width)

@@ -9,10 +9,11 @@ Model (z = seqTransf outputs [B, F, D], unnormalised; e = sentence (EOT), h_u = 
 - GLIM (parameter-free): ``Pool(q, b) = sum_f softmax_f(q . z_bf / 5) z_bf``. The video-level feature is
   ``v_ab = normalise(Pool(e_a, b))`` ([A, B, D]); the L "frame-level" features are the word-guided
   ``g_abu = normalise(Pool(h_au, b))`` ([A, B, L, D]), so every frame axis of X-CLIP has length L here.
-- The four X-CLIP scores (``methods.parts.aosm.FourScores``, every matrix identity-initialised, softmax
+- The four X-CLIP scores (``tvr_convbench.methods.parts.aosm.FourScores``, every matrix identity-initialised, softmax
   temperature 0.01) on (t, w) = normalised (e, h) and (v, g); each is scaled by the logit scale and the
   similarity is their plain mean, in training and at inference.
-- Loss: symmetric InfoNCE on the similarity + ``csc_weight`` (0.5, the README value) x CSC, where
+- Loss: symmetric InfoNCE on the similarity + ``csc_weight`` (0.5, the README value; the official parser's
+  ``--var_loss_weight`` defaults to 0.1) x CSC, where
   ``CSC = mean_i Var_k(S_k)_ii / (sum_{i != j} Var_k(S_k)_ij / B^2)`` over the four scaled scores, exactly
   as the official ``var_loss`` (B^2, not B^2 - B, in the denominator).
 The harness gathers the raw per-item features (e, h, z) before ``training_forward``, as the official code
@@ -25,9 +26,7 @@ query q: text-token x frame GEMMs and F-sized contractions instead of [A, B, L, 
 section 9; the equality is tested). The official per-word Python loop becomes one batched softmax.
 Evaluation lays the text x frame products out frame-major (``[F, B, A, L]``: the softmax over frames and the Gram
 products run on long inner axes), scores the texts in cache-sized tiles, and, when 2F < L, folds the AOSM
-matrices into the factors of the [L, L] logits (``GLCCL.aosm_pools``; tests/test_perf.py checks the fold). Scoring
-the default proxy's 500 x 500 val pairs (D=64, F=8, L=40), 2 threads, median of 4: 2.75 s, against 6.09 s for the
-former code; 256 x 256 pairs at D=512, L=F=64: 9.3 s against 12.7 s.
+matrices into the factors of the [L, L] logits (``GLCCL.aosm_pools``; tests/test_perf.py checks the fold).
 
 Deviations from the official code:
 - CSC guard: the official ratio is 0/0 when the four scores agree on every pair. We divide by
@@ -40,14 +39,6 @@ Deviations from the official code:
   forward; we **drop** it (it would get no gradient). New matrices: 2D^2 + 6L^2 (548,864 at D=512, L=64).
 - Only the text-guided branch exists (``--text_guided_flag`` is mandatory in the official code: without it
   the next einsum fails) and only ``interaction_type="attn"`` (other values leave the scores undefined).
-Defects of the released code that are not reproduced (they live outside the model, or crash): the README's
-``--csc_loss_flag --csc_loss_weight --aggregation_weights_type`` flags do not exist in the parser (the working
-ones are ``--var_loss_flag --var_loss_weight``; the parser default weight is 0.1, the README's 0.5 is ours)
-and its MSR-VTT command breaks its line continuation; ``--do_eval`` raises a NameError (undefined ``epoch``);
-``main_glccl_inference.py`` cannot build the model (missing arguments), calls a 6-argument function with 4 and
-undefined ``save_vatex_*`` helpers; ``metrics.py`` uses ``json`` without importing it; ``set_seed_logger``
-deletes the contents of the output, log and visualisation folders at start-up; model selection on the test
-split every epoch (the harness selects on val).
 """
 
 from __future__ import annotations
@@ -82,8 +73,7 @@ class GLCCL(RetrievalMethod):
 
     cost_class = CostClass.PAIRWISE
     max_eval_block = 64
-    """64 x 64 pairs at D=512, L=F=64: 77 MiB of intermediates (texts scored in cache-sized tiles; measured with
-    ``bench.perf.LiveBytes``, bounded in tests/test_glccl.py)"""
+    """largest evaluation block (texts scored in cache-sized tiles; its memory is bounded in tests/test_glccl.py)"""
 
     def __init__(
         self,
@@ -96,7 +86,9 @@ class GLCCL(RetrievalMethod):
         **base,
     ) -> None:
         super().__init__(**base)
-        self.csc_weight, self.pool_temperature, self.mask_padding = csc_weight, pool_temperature, mask_padding
+        self.csc_weight = csc_weight
+        self.pool_temperature = pool_temperature
+        self.mask_padding = mask_padding
         self.temporal = SeqTransf(self.width, layers=temporal_layers, heads=temporal_heads)
         self.head = FourScores(self.width, self.max_words, self.max_words)
 

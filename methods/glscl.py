@@ -9,8 +9,8 @@ alpha 1e-4, beta 0.005).
 
 Score of text i and video j, with t_i the raw sentence (EOT) feature and V_j the seqTransf frame features::
 
-    S_g = cos(t_i, sum_f w_ijf v_jf),   w_ij = softmax_f(<t_i, v_jf> / tau) * mask_j   (GIM, no parameters)
-    S_l = (1 / Nq) sum_k cos(z^t_ik, z^v_jk),   z = Dec(queries, memory)                 (shared LIM)
+    S_g = cos(t_i, sum_f w_ijf v_jf),   w_ij = softmax_f(<t_i, v_jf> / tau) over real frames   (GIM, no parameters)
+    S_l = (1 / Nq) sum_k cos(z^t_ik, z^v_jk),   z = Dec(queries, memory)                       (shared LIM)
     S   = logit_scale * (S_g + 0.5 S_l)
 
 The LIM is one ``nn.TransformerDecoder`` (post-norm, ReLU, dropout 0.1, PyTorch default init; the layers are
@@ -41,23 +41,29 @@ Ablation switch ``score``: ``"global"`` keeps the GIM alone (no decoder, no quer
 the LIM alone (S = logit_scale * S_l, IDL and ICL kept). In ``"local"`` the 0.5 is dropped: it only balances the
 two parts of a sum, and keeping it would halve the logit scale, confounding the ablation with a temperature change.
 
-Deviations from the official code (none changes the function computed at default settings):
+Deviations from the official code (at default settings none changes a score that the official code computes as a
+finite number):
 - Nothing unused is built: no ``weight_fc`` (its output is discarded officially), no ``noun_queries``, no second
   decoder, no prototype ``decoder_layer_*`` modules, no multi-positive targets, no training-set encoding at eval.
+- The GIM softmax runs over the real frames only (padded logits -> -inf), where the official code takes it over
+  all F slots and then multiplies by the mask. The two weight vectors differ by a positive factor per pair, which
+  the cosine ignores, so the scores agree wherever the official one is finite (to float32 rounding). At large
+  feature norms (e.g. ~70) a dominant padded slot can drive every real frame's fp32 weight, or the pooled norm, to
+  zero: the official score is then NaN (or inf), ours the true cosine. A video without any real frame takes all
+  its slots (officially NaN). Norms are clamped at 1e-12 (officially none), a guard that acts only on a zero
+  vector (e.g. all-zero frames).
 - The GIM's norm of the pooled video is taken as ``sqrt(w^T G_j w)`` with the per-video frame Gram
   ``G_j = V_j V_j^T`` (cached in the video rep), and ``<t_i, pooled>`` as ``sum_f w_ijf <t_i, v_jf>``: the same
-  cosine without an [A, B, D] pooled tensor (one CPU thread, B=128, F=12, D=512, forward + backward: 38 ms vs
-  558 ms). ``methods.parts.pooling`` is therefore not called (its einsums are GEMMs, see the next item); the tests
-  check value and gradient against ``conditioned_weights(mode="multiply")`` + ``pool``.
+  cosine without an [A, B, D] pooled tensor. ``tvr_convbench.methods.parts.pooling`` is therefore not called (its
+  einsums are not block-exact, see the next item); the tests check value and gradient against its
+  ``conditioned_weights`` + ``pool``.
 - Evaluation is block-exact: without autograd, every GEMM of the pairwise and local scores runs in tiles of one
   fixed shape (``GEMM_TILE`` rows of each operand, zero-padded; ``pairwise_dots``, ``quadratic_forms``), and a
   fixed-shape GEMM computes every entry the same way wherever its row and column sit in the tile, so a block
   equals the slice of the full matrix bit for bit (tests/test_glscl.py and tests/test_perf.py check it for many
-  block sizes and depths). Training uses plain GEMMs (the same cosines to ~1e-6).
-- The official ``.squeeze()`` on the GIM logits (crash for a one-item block) is not reproduced, and norms are
-  clamped at 1e-12 (officially none: a pair whose real-frame weights all underflow in fp32 gives 0 here, NaN
-  there). The logit scale is the base class's (fixed 100 by default; officially CLIP's learnable one at lr 1e-7,
-  clamped at 100).
+  block sizes and depths). Training uses plain GEMMs on the same formula (the same cosines to ~1e-6).
+- The official ``.squeeze()`` on the GIM logits (crash for a one-item block) is not reproduced. The logit scale is
+  the base class's (fixed 100 by default; officially CLIP's learnable one at lr 1e-7, clamped at 100).
 """
 
 from __future__ import annotations
@@ -88,9 +94,7 @@ def pairwise_dots(x: Tensor, y: Tensor) -> Tensor:
     to multiples of ``GEMM_TILE`` rows and multiplied in ``GEMM_TILE x GEMM_TILE`` output tiles of one fixed shape
     (one batched GEMM per row tile of x), so each entry's summation order depends on K alone and any block of the
     result is bit-identical to the same slice of the full result. An unpadded GEMM does not give that: BLAS picks its
-    kernel, and so the summation order, by matrix shape (e.g. a GEMV for a one-row block). Measured at D=512, F=64
-    for the whole GLSCL score of a 64 x 64 block on one thread (best of 10): 9.3 ms, vs 96 ms for the former exact
-    method (broadcast products reduced by torch's sum kernel).
+    kernel, and so the summation order, by matrix shape (e.g. a GEMV for a one-row block).
     """
     if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
         return x @ y.t()  # [M, N]
@@ -132,12 +136,16 @@ def _row_tiles(x: Tensor, dim: int = 0) -> list[Tensor]:
 def global_scores(sentence: Tensor, frames: Tensor, gram: Tensor, mask: Tensor, temperature: float) -> Tensor:
     """GIM cosine ``S_g`` [A, B] of raw sentences [A, D] and videos (frames [B, F, D], Gram [B, F, F], mask [B, F]).
 
-    Frame weights are a softmax over all F slots of ``<t, v_f> / temperature``, then multiplied by the mask without
-    renormalising (official; cosine ignores the scale, so this equals a softmax over real frames only).
+    Frame weights are a softmax of ``<t, v_f> / temperature`` over the real frames only (padded logits -> -inf; a
+    video without a real frame takes all its slots). The official softmax over all F slots times the mask differs
+    from it by a positive factor per pair, which the cosine ignores, so the two agree wherever the official one is
+    finite. The official one fails (NaN or inf) when a padded slot's logit dominates so far that the real frames'
+    fp32 weights, or the pooled norm, underflow to zero.
     """
     num_texts, (num_videos, num_frames) = sentence.shape[0], frames.shape[:2]
     dots = pairwise_dots(sentence, frames.flatten(0, 1)).view(num_texts, num_videos, num_frames)  # [A, B, F]
-    weights = (dots / temperature).softmax(dim=-1) * mask[None].to(dots.dtype)  # [A, B, F]
+    attend = mask | ~mask.any(dim=-1, keepdim=True)  # [B, F]
+    weights = (dots / temperature).masked_fill(~attend[None], float("-inf")).softmax(dim=-1)  # [A, B, F]
     inner = (weights * dots).sum(-1)  # [A, B]  <t_a, pooled_ab>
     pooled_sq = quadratic_forms(weights, gram)  # [A, B]  w^T G_b w
     sentence_norm = sentence.norm(dim=-1).clamp_min(EPS)  # [A]
@@ -177,7 +185,7 @@ def inter_consistency(
 
 @register_method("glscl")
 class GLSCL(RetrievalMethod):
-    """GLSCL on frozen-backbone features (seqTransf + GIM + shared LIM).
+    """GLSCL on frozen or trainable backbone features (seqTransf + GIM + shared LIM).
 
     Args:
         num_queries: Nq, learnable concept queries.
@@ -199,8 +207,7 @@ class GLSCL(RetrievalMethod):
 
     cost_class = CostClass.PARTLY_PAIRWISE
     max_eval_block = 256
-    """a 256 x 256 block at D=512, F=64, Nq=8: 101 MiB of intermediates, mostly [A, B, F] tensors (measured with
-    ``bench.perf.LiveBytes``); per pair 8% faster than 64 x 64 blocks"""
+    """largest evaluation block; its intermediates are mostly [A, B, F] tensors"""
 
     def __init__(
         self,
@@ -227,9 +234,16 @@ class GLSCL(RetrievalMethod):
             raise ValueError(f"GLSCL: score must be 'both', 'global' or 'local', got {score!r}")
         if num_queries < 1:
             raise ValueError(f"GLSCL: num_queries must be positive, got {num_queries}")
-        self.temperature, self.local_weight, self.score = temperature, local_weight, score
-        self.alpha, self.idl_margin, self.beta, self.icl_target = alpha, idl_margin, beta, icl_target
-        self.mask_padding, self.icl_normalise, self.text_idl = mask_padding, icl_normalise, text_idl
+        self.temperature = temperature
+        self.local_weight = local_weight
+        self.score = score
+        self.alpha = alpha
+        self.idl_margin = idl_margin
+        self.beta = beta
+        self.icl_target = icl_target
+        self.mask_padding = mask_padding
+        self.icl_normalise = icl_normalise
+        self.text_idl = text_idl
         self.temporal = SeqTransf(self.width, layers=temporal_layers)
         if self.uses_local:
             self.queries = nn.Parameter(torch.rand(num_queries, self.width))  # [Nq, D], uniform [0, 1) (official)

@@ -10,7 +10,7 @@ Representations (t, w_i, f_j L2-normalised):
 - v: the CLIP4Clip-seqTransf video vector (masked mean of normalised seqTransf outputs, renormalised);
 - f_j, j = 1..F: the frame features *before* seqTransf (``use_original_clip_for_frame_features``), padded
   slots included.
-Four scores (``methods.parts.aosm.FourScores``): video-sentence ``t^T G v``, video-word AttnSum over
+Four scores (``tvr_convbench.methods.parts.aosm.FourScores``): video-sentence ``t^T G v``, video-word AttnSum over
 ``w_i . v``, sentence-frame AttnSum over ``t . f_j``, frame-word AOSM on ``M_ij = w_i^T W_loc f_j``; the
 logit is the logit scale times their mean. Loss: symmetric InfoNCE. Every pair needs its own softmaxes over
 an L x F matrix, so the cost class is pairwise; all features are cached per item (G and W_loc are applied
@@ -18,9 +18,7 @@ once per text in ``encode_text``).
 
 Computation (the same function up to float32 rounding): the word x frame logits come from one GEMM laid out
 frame-major (``[F, B, A, L]``, 1/temperature folded into the words), the AOSM pools its words (last axis) and its
-frames (first axis, one GEMM with M) in place, and evaluation scores the texts in cache-sized tiles. Scoring the
-default proxy's 500 x 500 val pairs (D=64, F=8, L=40), 2 threads, median of 4: 0.61 s against 0.94 s for the
-former code; 256 x 256 pairs at D=512, L=F=64: 4.8 s against 6.8 s.
+frames (first axis, one GEMM with M) in place, and evaluation scores the texts in cache-sized tiles.
 
 Deviations from the official code:
 - ``mask_padding=True`` (off by default) is our addition: padded token and frame slots then take no part in
@@ -52,8 +50,7 @@ class XCLIP(RetrievalMethod):
 
     cost_class = CostClass.PAIRWISE
     max_eval_block = 64
-    """64 x 64 pairs at D=512, L=F=64: 61 MiB of intermediates (texts scored in cache-sized tiles; measured with
-    ``bench.perf.LiveBytes``, bounded in tests/test_xclip.py)"""
+    """largest evaluation block (texts scored in cache-sized tiles; its memory is bounded in tests/test_xclip.py)"""
 
     def __init__(
         self, *, temporal_layers: int = 4, temporal_heads: int = 8, mask_padding: bool = False, **base

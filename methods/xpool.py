@@ -74,9 +74,11 @@ class XPool(RetrievalMethod):
         width = self.width
         self.mask_padding = mask_padding
         self.layer_norm1 = nn.LayerNorm(width)
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.linear_proj = (
-            nn.Linear(width, width) for _ in range(5)
-        )
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.out_proj = nn.Linear(width, width)
+        self.linear_proj = nn.Linear(width, width)
         self.layer_norm2 = nn.LayerNorm(width)
         self.layer_norm3 = nn.LayerNorm(width)
         self.dropout = nn.Dropout(dropout)

@@ -91,7 +91,14 @@ def write_run(
     (run_dir / "metrics.csv").write_text(HEADER + "\n".join(lines) + "\n")
     (run_dir / "status").write_text(status + "\n")
     (run_dir / "data.json").write_text(json.dumps(DATA_JSON))
-    config = {"sweep": sweep_dir.name, "run": run, "label": label, "method": "clip4clip", "seed": seed}
+    config = {
+        "sweep": sweep_dir.name,
+        "run": run,
+        "label": label,
+        "method": "clip4clip",
+        "method_args": {"head": "meanP"},
+    }
+    config |= {"seed": seed, "wandb": {"mode": "disabled"}}
     (run_dir / "config.yaml").write_text(
         yaml.safe_dump(config | {"data": {"name": "didemo_proxy"}, "trainer": TRAINER})
     )

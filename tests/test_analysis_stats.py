@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tvr_convbench.bench.analysis.config import ReportConfig
 from tvr_convbench.bench.analysis.stats import (
     bootstrap_intervals,
     iqm,
@@ -21,6 +20,7 @@ from tvr_convbench.bench.analysis.stats import (
     stratified_resamples,
 )
 from tvr_convbench.bench.analysis.targets import best_of, first_reach, normalised_auc, run_table, target_table
+from tvr_convbench.bench.config import ReportConfig
 
 INF = math.inf
 

@@ -30,7 +30,8 @@ from lightning.fabric.strategies import DDPStrategy
 
 from tvr_convbench.bench.cli import main
 from tvr_convbench.bench.config import load_sweep
-from tvr_convbench.bench.trainer import BatchStream, Run, _unwrap
+from tvr_convbench.bench.data_order import BatchStream
+from tvr_convbench.bench.trainer import Run, _unwrap
 from tvr_convbench.methods import list_methods
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
@@ -93,7 +94,7 @@ def _first_step(fabric: L.Fabric, cfg, folder: Path) -> dict:  # noqa: ANN001
             if param.grad is not None:
                 grads[name] = param.grad.detach().clone()
 
-    if run.has_params:
+    if run.optimizer is not None:
         run.optimizer.optimizer.register_step_pre_hook(capture)
     run.model.eval()
     with torch.no_grad():
@@ -114,8 +115,8 @@ def test_batches_split_so_that_the_gathered_batch_is_the_single_process_batch() 
             return [None] * 21
 
     cfg = load_sweep("smoke").runs()[0]
-    single = BatchStream(Data(), cfg, rank=0, world=1)
-    shards = [BatchStream(Data(), cfg, rank=r, world=2) for r in (0, 1)]
+    single = BatchStream(Data(), cfg.trainer.batch_size, cfg.seed, rank=0, world=1)
+    shards = [BatchStream(Data(), cfg.trainer.batch_size, cfg.seed, rank=r, world=2) for r in (0, 1)]
     for step in range(7):  # 21 // 16 = 1 batch per epoch: every step is a new epoch's permutation
         assert shards[0].indices(step) + shards[1].indices(step) == single.indices(step)
         assert len(shards[0].indices(step)) == len(shards[1].indices(step)) == cfg.trainer.batch_size // 2

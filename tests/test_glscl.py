@@ -38,7 +38,7 @@ def orthonormal(batch: int, num: int, dim: int, seed: int = 0) -> torch.Tensor:
 @torch.no_grad()
 def gim_oracle(sentence, frames, mask, temperature: float = 3.0, only_valid: bool = True) -> torch.Tensor:
     """Per-pair loops: softmax over the valid frames only (or over all, then masked), pool, cosine."""
-    out = torch.empty(sentence.shape[0], frames.shape[0])
+    out = sentence.new_empty(sentence.shape[0], frames.shape[0])  # in the inputs' dtype
     for i, t in enumerate(sentence):
         for j, (video, valid) in enumerate(zip(frames, mask)):
             logits = video @ t / temperature  # [F]
@@ -245,6 +245,84 @@ def test_gim_value_and_gradient_match_the_shared_pooling_parts():
     expected = torch.autograd.grad((official * upstream).sum(), (sentence, frames))
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+# --- the GIM at large feature norms: where the official fp32 softmax underflows ---------------------------------
+LARGE_NORM = 70.0
+"""feature norm of the underflow tests (CLIP's are ~10): logits spread over hundreds, so a dominant padded slot
+drives every real frame's fp32 softmax weight to (nearly) zero"""
+
+
+def large_norm_inputs(seed: int = 51) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw sentences [16, 32], frames [16, 8, 32] (padded slots hold the blank frame) at ``LARGE_NORM``, frame mask."""
+    batch = feature_batch(batch=16, frames=8, width=32, seed=seed)
+    return LARGE_NORM * normalize(batch["text_eot"]), LARGE_NORM * normalize(batch["video_frames"]), batch["video_mask"]
+
+
+def official_gim(sentence, frames, mask, temperature: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official GIM in the inputs' dtype: softmax over all F slots, times the mask, pooled, cosine without an
+    epsilon. Returns (scores [A, B], pooled-video norms [A, B])."""
+    weights = (torch.einsum("ad,bfd->abf", sentence, frames) / temperature).softmax(-1) * mask[None]  # [A, B, F]
+    pooled = torch.einsum("abf,bfd->abd", weights, frames)  # [A, B, D]
+    pooled_norm = pooled.norm(dim=-1)  # [A, B]
+    return torch.einsum("ad,abd->ab", sentence, pooled) / (sentence.norm(dim=-1)[:, None] * pooled_norm), pooled_norm
+
+
+def ours_on_both_paths(sentence, frames, mask) -> list[torch.Tensor]:
+    """``global_scores`` on the evaluation path (tiled GEMMs, no autograd) and on the training path (autograd)."""
+    with torch.no_grad():
+        evaluation = global_scores(sentence, frames, frames @ frames.mT, mask, 3.0)
+    sentence, frames = sentence.clone().requires_grad_(), frames.clone().requires_grad_()
+    return [evaluation, global_scores(sentence, frames, frames @ frames.mT, mask, 3.0).detach()]
+
+
+def test_gim_at_large_norms_equals_the_official_score_wherever_that_is_finite():
+    sentence, frames, mask = large_norm_inputs()
+    official, pooled_norm = official_gim(sentence.double(), frames.double(), mask)  # the float64 reference
+    kept = official.isfinite() & (pooled_norm > 0)
+    official32 = official_gim(sentence, frames, mask)[0]
+    assert kept.float().mean() > 0.5 and (kept & ~official32.isfinite()).any(), "some pairs only fp64 keeps"
+    for ours in ours_on_both_paths(sentence, frames, mask):
+        # fp32 logits of size ~1e3 carry ~1e-4 absolute error into the softmax: the cosines agree to ~1e-6
+        torch.testing.assert_close(ours.double()[kept], official[kept], rtol=0, atol=1e-5)
+
+
+def test_gim_where_the_official_fp32_softmax_underflows_is_the_real_frame_softmax():
+    sentence, frames, mask = large_norm_inputs()
+    official32, pooled_norm32 = official_gim(sentence, frames, mask)
+    lost = pooled_norm32 == 0  # every real frame's weight (or its square in the norm) underflowed in fp32
+    assert lost.sum() >= 10
+    assert not official32[lost].isfinite().any()  # 0/0 or x/0: the official code loses these pairs
+    assert official32[~lost].isfinite().all()
+    reference = gim_oracle(sentence.double(), frames.double(), mask, only_valid=True)  # float64, real frames only
+    for ours in ours_on_both_paths(sentence, frames, mask):
+        assert ours.isfinite().all()
+        torch.testing.assert_close(ours.double()[lost], reference[lost], rtol=0, atol=1e-5)
+
+
+def test_gim_gradients_at_large_norms_are_finite_and_match_float64():
+    sentence, frames, mask = large_norm_inputs()
+    upstream = gaussian(16, 16, seed=52)
+    sentence32, frames32 = sentence.clone().requires_grad_(), frames.clone().requires_grad_()
+    ours = global_scores(sentence32, frames32, frames32 @ frames32.mT, mask, 3.0)
+    grads = torch.autograd.grad((ours * upstream).sum(), (sentence32, frames32))
+    assert all(torch.isfinite(g).all() for g in grads)
+    sentence64, frames64 = sentence.double().requires_grad_(), frames.double().requires_grad_()
+    weights = conditioned_weights(sentence64, frames64, 3.0, mask, mode="exclude")  # [A, B, F]
+    reference = torch.einsum("ad,abd->ab", normalize(sentence64), normalize(pool(weights, frames64)))  # [A, B]
+    expected = torch.autograd.grad((reference * upstream.double()).sum(), (sentence64, frames64))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=2e-5)
+
+
+def test_gim_of_a_video_without_real_frames_pools_all_its_slots():
+    batch = feature_batch(batch=5, seed=53)
+    sentence, frames, mask = batch["text_eot"], batch["video_frames"], batch["video_mask"].clone()
+    mask[2] = False
+    ours = global_scores(sentence, frames, frames @ frames.mT, mask, 3.0)
+    expected = gim_oracle(sentence, frames[2:3], torch.ones_like(mask[2:3]), only_valid=True)  # [A, 1]
+    assert ours.isfinite().all()
+    torch.testing.assert_close(ours[:, 2:3], expected, rtol=0, atol=1e-6)
 
 
 def test_local_score_is_the_per_query_cosine_mean():

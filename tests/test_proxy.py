@@ -1,24 +1,38 @@
-"""The synthetic DiDeMo proxy: DiDeMo's statistics, determinism, structure, and the pinned difficulty band."""
+"""The synthetic DiDeMo proxy: DiDeMo's statistics, determinism, structure, its knobs, and the pinned difficulty
+band (measured by the harness: ``bench.calibration.describe_data``)."""
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import inspect
+import textwrap
 from collections import Counter
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
 
 from tests.test_didemo_fixtures import VAL_JSON, needs_val_json
+from tvr_convbench.bench.calibration import describe_data
+from tvr_convbench.core.errors import UnknownNameError
 from tvr_convbench.datasets import dataset_class
+from tvr_convbench.datasets.base import SPLITS
 from tvr_convbench.datasets.proxy import (
     FUNCTION_WORDS,
     ProxyDataModule,
+    ProxySettings,
     annotations_from_didemo,
-    calibration,
+    generate,
     generate_annotations,
 )
 
 TINY = {"train_videos": 48, "val_videos": 24, "test_videos": 16, "width": 16, "max_words": 20, "vocab_size": 200}
+TINY_DIGEST = "2b054ea07712543531c54d16489aa5982ee04f2d0d493fbb7a79e9a58e6b80be"
+"""sha256 of ``generate(ProxySettings(**TINY))`` (see ``features_digest``): any change to the generated data
+changes it, and then GENERATOR_VERSION must be bumped (the cache key below changes with it)"""
+TINY_KEY = "fb7f3982577e0dcc"
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +116,45 @@ def test_real_annotations_as_source(tmp_path):
         ProxyDataModule(train_videos=2000, annotations=str(VAL_JSON), cache_dir=str(tmp_path)).setup()
 
 
+def features_digest(data: dict[str, dict[str, torch.Tensor]]) -> str:
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        for key in sorted(data[split]):
+            digest.update(split.encode())
+            digest.update(key.encode())
+            digest.update(data[split][key].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_generated_features_are_pinned():
+    """The generator's output for fixed settings is bit-identical across refactors (same RNG call order)."""
+    settings = ProxySettings(**TINY)
+    assert features_digest(generate(settings)) == TINY_DIGEST
+    assert settings.key() == TINY_KEY  # existing caches stay valid
+
+
+def test_knobs_are_the_settings_fields():
+    """The ``data:`` schema is ProxySettings' fields (same types and defaults), then the module-only keywords."""
+    params = ProxyDataModule.config_parameters()
+    knobs = [f.name for f in fields(ProxySettings)]
+    assert list(params) == [*knobs, "regime", "adapter", "cache_dir"] and len(knobs) == 27
+    assert all(params[k].default == getattr(ProxySettings(), k) for k in knobs)
+    assert ProxyDataModule(**TINY).settings == ProxySettings(**TINY)
+    with pytest.raises(UnknownNameError, match="did you mean 'val_videos'"):
+        ProxyDataModule(val_video=3)
+
+
+def test_every_knob_is_documented():
+    """Each ProxySettings field is followed by its one-line attribute docstring."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(ProxySettings))).body[0].body
+    documented = {
+        field.target.id
+        for field, doc in zip(body, body[1:])
+        if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+    }
+    assert documented == {f.name for f in fields(ProxySettings)}
+
+
 def test_bad_knobs_are_named():
     with pytest.raises(ValueError, match="data.val_videos must be positive"):
         ProxyDataModule(val_videos=0)
@@ -115,8 +168,38 @@ def test_bad_knobs_are_named():
 def test_zero_shot_difficulty_band(tmp_path):
     """DESIGN sec. 6: with ~1,000 val videos, zero-shot meanP lands in 15-30% t2v R@1 (default knobs)."""
     dm = ProxyDataModule(train_videos=32, val_videos=1000, test_videos=32, cache_dir=str(tmp_path))
-    figures = calibration(dm.settings, dm.split("val").tensors)
+    figures = describe_data(dm)["calibration"]
     assert 15.0 <= figures["zero_shot_meanP_t2v_R@1"] <= 30.0, figures
     assert figures["chance_R@1"] == pytest.approx(0.1)
     assert figures["word_view_cosine_zero_shot"] < figures["word_view_cosine_adapted"]
     assert figures["sentence_frame_cosine_matched"] > figures["sentence_frame_cosine_unmatched"]
+
+
+def test_describe_data_adds_zero_shot_meanp(tmp_path):
+    """The harness measures zero-shot meanP (the real method and metrics) in front of the proxy's own figures."""
+    dm = ProxyDataModule(**TINY, cache_dir=str(tmp_path))
+    own = dm.describe()
+    facts = describe_data(dm)
+    assert {k: v for k, v in facts.items() if k != "calibration"} == {
+        k: v for k, v in own.items() if k != "calibration"
+    }
+    zero_shot = {
+        "val_videos": 24.0,
+        "chance_R@1": 100 / 24,
+        "zero_shot_meanP_t2v_R@1": 100 * 4 / 24,  # today's figures on TINY, to float precision
+        "zero_shot_meanP_t2v_R@5": 100 * 13 / 24,
+        "zero_shot_meanP_v2t_R@1": 100 * 7 / 24,
+    }
+    calibration = facts["calibration"]
+    assert list(calibration) == [*zero_shot, *own["calibration"]]
+    assert {k: calibration[k] for k in zero_shot} == pytest.approx(zero_shot)
+    assert {k: calibration[k] for k in own["calibration"]} == own["calibration"]
+    assert "zero_shot_meanP_t2v_R@1" not in own["calibration"]
+
+
+def test_describe_data_adds_nothing_to_real_data(tmp_path):
+    class NotSynthetic(ProxyDataModule):
+        synthetic = False
+
+    dm = NotSynthetic(**TINY, cache_dir=str(tmp_path))
+    assert describe_data(dm) == dm.describe()

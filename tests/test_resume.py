@@ -173,11 +173,11 @@ def test_the_comparison_sees_the_rng_state(tmp_path: Path, monkeypatch: pytest.M
     cache = tmp_path / "cache"
     expected = reference_metrics(tmp_path, cache)
     sweep, runs = write_sweep(tmp_path / "killed", cache), tmp_path / "killed" / "runs"
-    from tvr_convbench.bench import trainer
+    from tvr_convbench.bench import checkpoint
 
     with interrupted_after_checkpoint(8, exc=Interrupt), pytest.raises(Interrupt):
         main(cli_args(sweep, runs))
-    monkeypatch.setattr(trainer, "set_rng_state", lambda state: None)
+    monkeypatch.setattr(checkpoint, "set_rng_state", lambda state: None)
     assert main(cli_args(sweep, runs)) == 0
     rows = results(read_metrics(runs / "kill" / RUN / "metrics.csv"))
     split = next(i for i, row in enumerate(results(expected)) if row[0] > 8)

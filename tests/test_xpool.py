@@ -1,7 +1,5 @@
-"""X-Pool (``methods/xpool.py``) against the spec (``reference/baselines-and-didemo.md`` 2.2) and brute-force oracles.
-
-Also home of ``PeakMemory`` and ``float64_reference``, the two measuring tools the pairwise-method tests share.
-"""
+"""X-Pool (``methods/xpool.py``) against the spec (``reference/baselines-and-didemo.md`` 2.2) and brute-force
+oracles."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ imported on first use, so ``run_target_table`` (e.g. for wandb summaries) does n
 
 from typing import Any
 
-from tvr_convbench.bench.analysis.config import ReportConfig
 from tvr_convbench.bench.analysis.load import SweepLog, SweepLogWarning, load_sweep
 from tvr_convbench.bench.analysis.pipeline import (
     Analysis,
@@ -16,6 +15,7 @@ from tvr_convbench.bench.analysis.pipeline import (
     read_report_config,
     run_target_table,
 )
+from tvr_convbench.bench.config import ReportConfig
 
 __all__ = [
     "Analysis",

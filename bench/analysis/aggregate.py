@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tvr_convbench.bench.analysis.config import ReportConfig
 from tvr_convbench.bench.analysis.stats import (
     bootstrap_intervals,
     performance_profile,
@@ -18,6 +17,7 @@ from tvr_convbench.bench.analysis.stats import (
     profile_score,
     rng_for,
 )
+from tvr_convbench.bench.config import ReportConfig
 
 AXES = {"steps": "steps_to_target", "seconds": "seconds_to_target"}
 INTERVAL_COLUMNS = ["method", "column", "statistic", "point", "lower", "upper", "runs"]

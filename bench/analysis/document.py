@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pandas as pd
 
 from tvr_convbench.bench.analysis import tables
-from tvr_convbench.bench.analysis.config import ReportConfig
 from tvr_convbench.bench.analysis.load import SweepLog
 from tvr_convbench.bench.analysis.pipeline import Analysis
+from tvr_convbench.bench.config import ReportConfig
 
 PROXY_TITLE = "synthetic DiDeMo proxy"
 TRAINER_KEYS = ("batch_size", "optimizer", "lr", "backbone_lr", "warmup", "weight_decay", "grad_clip")
@@ -20,14 +21,12 @@ def title(log: SweepLog) -> str:
     """The title names the dataset; a synthetic run log always says "synthetic DiDeMo proxy"."""
     if log.data.get("synthetic"):
         return f"# Convergence report: {log.name} ({PROXY_TITLE})"
-    dataset = (
-        log.data.get("title") or log.data.get("name") or (log.spec.get("data") or {}).get("name", "dataset unknown")
-    )
+    dataset = log.data.get("title") or log.data.get("name") or log.sweep.data.get("name", "dataset unknown")
     return f"# Convergence report: {log.name} ({dataset})"
 
 
 def dataset_line(log: SweepLog) -> str:
-    data, spec_data = log.data, log.spec.get("data") or {}
+    data, spec_data = log.data, log.sweep.data
     name = data.get("title") or data.get("name") or spec_data.get("name", "unknown")
     key = data.get("name", spec_data.get("name", "?"))
     counts = ", ".join(f"{split} {tables.fmt(n, 0)}" for split, n in (data.get("counts") or {}).items())
@@ -36,7 +35,7 @@ def dataset_line(log: SweepLog) -> str:
 
 
 def regime(log: SweepLog) -> str:
-    for mapping in (log.trainer, log.spec.get("data") or {}):
+    for mapping in (dataclasses.asdict(log.trainer), log.sweep.data):
         for key in REGIME_KEYS:
             if key in mapping:
                 return str(mapping[key])
@@ -44,13 +43,13 @@ def regime(log: SweepLog) -> str:
 
 
 def budget_line(log: SweepLog) -> str:
-    trainer = log.trainer
-    parts = [f"{key} {trainer[key]}" for key in TRAINER_KEYS if key in trainer]
+    trainer = dataclasses.asdict(log.trainer)
+    parts = [f"{key} {trainer[key]}" for key in TRAINER_KEYS]
     return "- Budget: " + "; ".join([f"{log.max_steps} optimizer steps", *parts])
 
 
 def evaluation_line(log: SweepLog) -> str:
-    every, test = log.trainer.get("val_every", "?"), bool(log.trainer.get("eval_test"))
+    every, test = log.trainer.val_every, log.trainer.eval_test
     tested = (
         "test split also evaluated (reported at the val-selected step only)" if test else "test split not evaluated"
     )
@@ -59,14 +58,15 @@ def evaluation_line(log: SweepLog) -> str:
 
 def method_rows(log: SweepLog) -> list[dict[str, Any]]:
     rows = []
-    for entry in log.spec["methods"]:
-        args = ", ".join(f"{k}={v}" for k, v in (entry.get("args") or {}).items()) or "defaults"
-        rows.append({"label": entry.get("label") or entry["method"], "method": entry["method"], "args": args})
+    for spec in log.sweep.methods:
+        args = ", ".join(f"{k}={v}" for k, v in spec.args.items()) or "defaults"
+        trainer = ", ".join(f"{k}={v}" for k, v in spec.trainer.items())
+        rows.append({"label": spec.label, "method": spec.method, "args": args, "trainer override": trainer or "none"})
     return rows
 
 
 def protocol_section(log: SweepLog, cfg: ReportConfig, analysis: Analysis | None) -> list[str]:
-    seeds = log.spec["seeds"]
+    seeds = log.sweep.seeds
     direction = "higher" if cfg.higher_is_better else "lower"
     aggregate = "IQM (25% trimmed mean)" if cfg.aggregate == "iqm" else "median"
     lines = ["## Protocol", "", dataset_line(log), f"- Backbone regime: {regime(log)}", budget_line(log)]
@@ -78,7 +78,7 @@ def protocol_section(log: SweepLog, cfg: ReportConfig, analysis: Analysis | None
         f"- Across seeds: {aggregate} and median with {cfg.confidence:.0%} percentile bootstrap intervals "
         f"(stratified bootstrap: seeds resampled with replacement within each method and target; "
         f"{cfg.bootstrap_reps:,} resamples, seed {cfg.bootstrap_seed})",
-        "- All trainer settings: " + ", ".join(f"`{k}={v}`" for k, v in log.trainer.items()),
+        "- All trainer settings: " + ", ".join(f"`{k}={v}`" for k, v in dataclasses.asdict(log.trainer).items()),
         "",
         tables.markdown_table(pd.DataFrame(method_rows(log))),
         "",

@@ -1,9 +1,12 @@
 """Load a sweep's run log (``runs/<sweep>/``) into one validated, tidy table.
 
-The layout is the sweep runner's contract: ``sweep.yaml`` (resolved sweep config), one folder per run
-``<label>-s<seed>`` holding ``config.yaml``, ``status`` (running | done | failed), ``traceback.txt`` when failed,
-``data.json`` and ``metrics.csv`` (long format, columns ``COLUMNS``). ``results.csv`` (all runs concatenated) is
-only a fallback for a run whose own ``metrics.csv`` is missing.
+The layout is the sweep runner's contract (``tvr_convbench.core.schema``): ``sweep.yaml`` (the resolved sweep,
+read back with ``SweepConfig.from_dict``), one folder per run ``<label>-s<seed>`` holding ``config.yaml`` (the run's
+own resolved config, read with ``RunConfig.from_dict``: its trainer settings are the ones the run is analysed
+with), ``status`` (running | done | failed), ``traceback.txt`` when failed, ``data.json`` and ``metrics.csv`` (long
+format, columns ``COLUMNS``). ``results.csv`` (all runs concatenated) is only a fallback for a run whose own
+``metrics.csv`` is missing. A run whose trainer settings differ from the sweep's (a per-method override, or a
+config changed under it) breaks the one-protocol rule and is flagged.
 
 Nothing is dropped silently: every missing, failed, still-running, unknown, duplicated or inconsistent item becomes
 a message in ``SweepLog.warnings`` (also emitted with ``warnings.warn``). Only runs whose status is ``done`` and
@@ -13,6 +16,7 @@ that have validation evaluations of the report metric enter the statistics; ever
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -21,10 +25,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-COLUMNS = ("sweep", "run", "method", "seed", "step", "train_seconds", "split", "metric", "value")
-SPLITS = ("train", "val", "test", "time")
+from tvr_convbench.bench.config import RunConfig, SweepConfig, TrainerConfig
+from tvr_convbench.core.errors import ConfigError
+from tvr_convbench.core.schema import COLUMNS, LOG_SPLITS, RunPaths, SweepPaths
+
 RUN_FILES = ("config.yaml", "metrics.csv", "status")
 
 
@@ -37,8 +42,10 @@ class SweepLog:
     """A validated sweep: its config, the status of every planned run and the rows of the analysed runs."""
 
     sweep_dir: Path
-    spec: dict[str, Any]
+    sweep: SweepConfig
     """The resolved ``sweep.yaml``."""
+    configs: dict[str, RunConfig]
+    """Every planned run's config: its own ``config.yaml`` where readable, else the one the sweep plans."""
     runs: pd.DataFrame
     """One row per planned run: run, label, method, seed, status, included, evaluations, last_step, traceback."""
     metrics: pd.DataFrame
@@ -49,15 +56,21 @@ class SweepLog:
 
     @property
     def name(self) -> str:
-        return str(self.spec.get("name", self.sweep_dir.name))
+        return self.sweep.name
 
     @property
-    def trainer(self) -> dict[str, Any]:
-        return dict(self.spec.get("trainer") or {})
+    def trainer(self) -> TrainerConfig:
+        """The sweep's protocol (a run's own settings are in ``configs``)."""
+        return self.sweep.trainer
 
     @property
     def max_steps(self) -> int:
-        return int(self.trainer["max_steps"])
+        """The largest step budget of any run (the sweep's, unless a run overrides it)."""
+        return max([self.trainer.max_steps, *(cfg.trainer.max_steps for cfg in self.configs.values())])
+
+    def run_max_steps(self) -> dict[str, int]:
+        """Each planned run's own step budget."""
+        return {run: cfg.trainer.max_steps for run, cfg in self.configs.items()}
 
     @property
     def labels(self) -> list[str]:
@@ -65,36 +78,41 @@ class SweepLog:
         return list(dict.fromkeys(self.runs["label"]))
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    with open(path) as f:
-        content = yaml.safe_load(f)
-    return content if isinstance(content, dict) else {}
-
-
-def read_spec(sweep_dir: Path) -> dict[str, Any]:
-    """``sweep.yaml``, checked for the keys the analysis cannot do without (ValueError otherwise)."""
-    path = sweep_dir / "sweep.yaml"
+def read_sweep(sweep_dir: Path) -> SweepConfig:
+    """``sweep.yaml`` read back with ``SweepConfig.from_dict`` (ValueError naming the file and key otherwise)."""
+    path = SweepPaths(sweep_dir).sweep
     if not path.is_file():
         raise ValueError(f"{sweep_dir} has no sweep.yaml")
-    spec = read_yaml(path)
-    if not isinstance(spec.get("methods"), list) or not spec["methods"]:
-        raise ValueError(f"{path}: `methods` must be a non-empty list")
-    if not isinstance(spec.get("seeds"), list) or not spec["seeds"]:
-        raise ValueError(f"{path}: `seeds` must be a non-empty list")
-    max_steps = (spec.get("trainer") or {}).get("max_steps")
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"{path}: `trainer.max_steps` must be a positive integer, got {max_steps!r}")
-    return spec
+    return SweepConfig.from_file(path)
 
 
-def planned_runs(spec: dict[str, Any]) -> pd.DataFrame:
+def planned_runs(sweep: SweepConfig) -> pd.DataFrame:
     """The runs ``sweep.yaml`` asks for, in sweep order: run, label, method, seed."""
-    entries = [(str(m.get("label") or m["method"]), str(m["method"])) for m in spec["methods"]]
-    labels = [label for label, _ in entries]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"sweep.yaml: duplicate method labels {labels}")
-    rows = [(f"{label}-s{seed}", label, method, int(seed)) for label, method in entries for seed in spec["seeds"]]
+    rows = [(cfg.run, cfg.label, cfg.method, cfg.seed) for cfg in sweep.runs()]
     return pd.DataFrame(rows, columns=["run", "label", "method", "seed"])
+
+
+def run_config(run_dir: Path, planned: RunConfig, notes: list[str]) -> RunConfig:
+    """The run's own ``config.yaml`` (the settings it ran with), or the planned config when it has none."""
+    path = RunPaths(run_dir).config
+    if not path.is_file():
+        return planned
+    try:
+        cfg = RunConfig.from_file(path)
+    except (ConfigError, OSError, UnicodeDecodeError) as error:
+        notes.append(f"{planned.run}: unreadable config.yaml ({error}); analysed with the sweep's settings")
+        return planned
+    return cfg
+
+
+def protocol_override_note(cfg: RunConfig, sweep: SweepConfig) -> str | None:
+    """A warning when a run's trainer settings differ from the sweep's (the one-protocol rule is broken)."""
+    own, shared = dataclasses.asdict(cfg.trainer), dataclasses.asdict(sweep.trainer)
+    changed = {k: v for k, v in own.items() if shared.get(k) != v}
+    if not changed:
+        return None
+    settings = ", ".join(f"{k}={v!r} (sweep: {shared.get(k)!r})" for k, v in changed.items())
+    return f"{cfg.run}: trainer settings differ from the sweep's protocol: {settings}; analysed with its own settings"
 
 
 def read_status(run_dir: Path) -> str:
@@ -197,25 +215,24 @@ def validate_metrics(frame: pd.DataFrame, entry: Any, sweep: str, notes: list[st
     extra = [c for c in frame.columns if c not in COLUMNS]
     if extra:
         notes.append(f"{entry.run}: ignored unexpected metrics columns {extra}")
-    unknown = sorted(set(frame["split"].unique()) - set(SPLITS))
+    unknown = sorted(set(frame["split"].unique()) - set(LOG_SPLITS))
     if unknown:
         notes.append(f"{entry.run}: rows with unknown split(s) {unknown} are ignored")
-    frame = _coerce_numbers(frame[list(COLUMNS)][frame["split"].isin(SPLITS)], entry.run, notes)
+    frame = _coerce_numbers(frame[list(COLUMNS)][frame["split"].isin(LOG_SPLITS)], entry.run, notes)
     frame = _drop_duplicates(_align_keys(frame, entry, sweep, notes), entry.run, notes)
     return frame.sort_values(["split", "metric", "step"], kind="stable").reset_index(drop=True)
 
 
-def protocol_notes(run: str, val_steps: np.ndarray, frame: pd.DataFrame, trainer: dict[str, Any]) -> list[str]:
-    """Warnings for a finished run whose evaluations do not follow the sweep's protocol."""
-    notes, max_steps, every = [], int(trainer["max_steps"]), trainer.get("val_every")
+def protocol_notes(run: str, val_steps: np.ndarray, frame: pd.DataFrame, trainer: TrainerConfig) -> list[str]:
+    """Warnings for a finished run whose evaluations do not follow its protocol (``TrainerConfig.eval_steps``)."""
+    notes, max_steps = [], trainer.max_steps
     if val_steps.max() < max_steps:
         notes.append(f"{run}: done but its last val evaluation is at step {val_steps.max()} < max_steps {max_steps}")
-    if isinstance(every, int) and every > 0:
-        expected = set(range(0, max_steps + 1, every)) | {0, max_steps}
-        missing, extra = sorted(expected - set(val_steps.tolist())), sorted(set(val_steps.tolist()) - expected)
-        if missing or extra:
-            notes.append(f"{run}: val evaluations differ from the protocol: missing steps {missing}, extra {extra}")
-    if trainer.get("eval_test") and not (frame["split"] == "test").any():
+    expected = set(trainer.eval_steps())
+    missing, extra = sorted(expected - set(val_steps.tolist())), sorted(set(val_steps.tolist()) - expected)
+    if missing or extra:
+        notes.append(f"{run}: val evaluations differ from the protocol: missing steps {missing}, extra {extra}")
+    if trainer.eval_test and not (frame["split"] == "test").any():
         notes.append(f"{run}: trainer.eval_test is true but the run logged no test rows")
     return notes
 
@@ -251,17 +268,17 @@ def run_rows(run_dir: Path, entry: Any, status: str, sweep: str, fallback: _Resu
 
 
 def load_run(
-    sweep_dir: Path, entry: Any, spec: dict[str, Any], metric: str, fallback: _ResultsFallback, notes: list[str]
+    sweep_dir: Path, entry: Any, cfg: RunConfig, metric: str, fallback: _ResultsFallback, notes: list[str]
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """One planned run -> (its status row, its validated rows or None)."""
-    run_dir, sweep = sweep_dir / entry.run, str(spec.get("name", sweep_dir.name))
+    """One planned run (its config ``cfg``) -> (its status row, its validated rows or None)."""
+    run_dir = sweep_dir / entry.run
     status = read_status(run_dir)
     traceback = last_traceback_line(run_dir) if status == "failed" else ""
-    frame = run_rows(run_dir, entry, status, sweep, fallback, notes)
+    frame = run_rows(run_dir, entry, status, cfg.sweep, fallback, notes)
     is_val = (frame["split"] == "val") & (frame["metric"] == metric) if frame is not None else None
     val_steps = frame.loc[is_val, "step"].to_numpy() if frame is not None else np.array([], dtype=int)
-    reason = inclusion_note(entry.run, status, val_steps, int(spec["trainer"]["max_steps"]), traceback)
-    notes.extend([reason] if reason else protocol_notes(entry.run, val_steps, frame, spec["trainer"]))
+    reason = inclusion_note(entry.run, status, val_steps, cfg.trainer.max_steps, traceback)
+    notes.extend([reason] if reason else protocol_notes(entry.run, val_steps, frame, cfg.trainer))
     row = entry._asdict() | {"status": status, "included": reason is None, "evaluations": len(val_steps)}
     row |= {"last_step": int(val_steps.max()) if len(val_steps) else None, "traceback": traceback}
     return row, frame
@@ -300,9 +317,14 @@ def empty_metrics() -> pd.DataFrame:
 def load_sweep(sweep_dir: Path | str, metric: str = "t2v/R@1") -> SweepLog:
     """Read and validate ``runs/<sweep>/``; every problem becomes a warning (see the module docstring)."""
     sweep_dir = Path(sweep_dir)
-    spec, notes = read_spec(sweep_dir), []
-    plan, fallback = planned_runs(spec), _ResultsFallback(sweep_dir / "results.csv")
-    loaded = [load_run(sweep_dir, entry, spec, metric, fallback, notes) for entry in plan.itertuples(index=False)]
+    sweep, notes = read_sweep(sweep_dir), []
+    plan, fallback = planned_runs(sweep), _ResultsFallback(SweepPaths(sweep_dir).results)
+    configs = {cfg.run: run_config(sweep_dir / cfg.run, cfg, notes) for cfg in sweep.runs()}
+    notes += [note for cfg in configs.values() if (note := protocol_override_note(cfg, sweep))]
+    loaded = [
+        load_run(sweep_dir, entry, configs[entry.run], metric, fallback, notes)
+        for entry in plan.itertuples(index=False)
+    ]
     runs = pd.DataFrame([row for row, _ in loaded])
     frames = [frame for row, frame in loaded if row["included"]]
     metrics = pd.concat(frames, ignore_index=True) if frames else empty_metrics()
@@ -310,4 +332,4 @@ def load_sweep(sweep_dir: Path | str, metric: str = "t2v/R@1") -> SweepLog:
     data = read_data_info(sweep_dir, list(plan["run"]), notes)
     for note in notes:
         warnings.warn(note, SweepLogWarning, stacklevel=2)
-    return SweepLog(sweep_dir, spec, runs, metrics.astype({"seed": int}), data, tuple(notes))
+    return SweepLog(sweep_dir, sweep, configs, runs, metrics.astype({"seed": int}), data, tuple(notes))

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from tvr_convbench.bench.analysis import aggregate
-from tvr_convbench.bench.analysis.config import ReportConfig
-from tvr_convbench.bench.analysis.load import SweepLog, load_sweep, read_spec
+from tvr_convbench.bench.analysis.load import SweepLog, load_sweep, read_sweep
 from tvr_convbench.bench.analysis.targets import model_selection, run_table, target_table, val_curves
+from tvr_convbench.bench.config import ReportConfig
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Analysis:
 
 def read_report_config(sweep_dir: Path | str) -> ReportConfig:
     """The ReportConfig of the ``report`` mapping in ``sweep.yaml`` (defaults when absent)."""
-    return ReportConfig.from_mapping(read_spec(Path(sweep_dir)).get("report"))
+    return read_sweep(Path(sweep_dir)).report
 
 
 class AnalysisWarning(UserWarning):
@@ -79,7 +79,7 @@ def analyse(log: SweepLog, cfg: ReportConfig) -> Analysis:
         raise ValueError(f"{log.sweep_dir}: no finished run to analyse")
     labels, curves = log.labels, val_curves(log.metrics, cfg.metric)
     targets = target_table(cfg, curves)
-    per_run = run_table(curves, targets, log.max_steps, cfg.higher_is_better)
+    per_run = run_table(curves, targets, log.run_max_steps(), cfg.higher_is_better)
     costs = aggregate.run_costs(log.metrics)
     profile, scores = aggregate.profiles(per_run, labels, cfg)
     notes = initial_quality_notes(per_run)
@@ -111,4 +111,4 @@ def run_target_table(sweep_dir: Path | str) -> pd.DataFrame:
     cfg = read_report_config(sweep_dir)
     log = load_sweep(sweep_dir, cfg.metric)
     curves = val_curves(log.metrics, cfg.metric)
-    return run_table(curves, target_table(cfg, curves), log.max_steps, cfg.higher_is_better)
+    return run_table(curves, target_table(cfg, curves), log.run_max_steps(), cfg.higher_is_better)

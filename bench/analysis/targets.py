@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tvr_convbench.bench.analysis.config import METRIC_NAMES, ReportConfig
+from tvr_convbench.bench.config import ReportConfig
+from tvr_convbench.core.schema import METRIC_NAMES
 
 RUN_KEYS = ["method", "seed", "run"]
 
@@ -76,14 +77,17 @@ def target_table(cfg: ReportConfig, curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["target", "fraction", "value", "definition"])
 
 
-def run_table(curves: pd.DataFrame, targets: pd.DataFrame, max_steps: int, higher: bool) -> pd.DataFrame:
-    """Per run and target: steps/seconds to target (inf = censored), reached, best value and step, AUC."""
+def run_table(
+    curves: pd.DataFrame, targets: pd.DataFrame, max_steps: int | dict[str, int], higher: bool
+) -> pd.DataFrame:
+    """Per run and target: steps/seconds to target (inf = censored), reached, best value and step, AUC over the
+    step budget (one for all runs, or each run's own: ``max_steps[run]``)."""
     values, rows = targets["value"].to_numpy(), []
     for (method, seed, run), curve in curves.groupby(RUN_KEYS, sort=False):
         steps, seconds, scores = (curve[c].to_numpy(dtype=float) for c in ("step", "train_seconds", "value"))
         to_steps, to_seconds = first_reach(steps, seconds, scores, values, higher)
         best, best_step = best_of(steps, scores, higher)
-        auc = normalised_auc(steps, scores, max_steps)
+        auc = normalised_auc(steps, scores, max_steps if isinstance(max_steps, int) else max_steps[run])
         for target, value, n_steps, n_seconds in zip(targets["target"], values, to_steps, to_seconds):
             rows.append(
                 (method, seed, run, target, value, n_steps, n_seconds, bool(np.isfinite(n_steps)), best, best_step, auc)

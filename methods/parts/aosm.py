@@ -37,7 +37,7 @@ TILE_ELEMENTS = 1 << 18
 """elements of one [pairs, L, K] AOSM temporary of an evaluation tile at feature width 64 (1 MiB in float32: the
 tile's elementwise passes, which dominate at narrow widths, stay in cache)"""
 MIN_GEMM_COLUMNS = 128
-"""at least this many text-token columns (texts x L) per tile GEMM (narrower GEMMs lose >10% efficiency)"""
+"""at least this many text-token columns (texts x L) per tile GEMM (narrower GEMMs run less efficiently)"""
 
 
 def pair_tile(pairs_per_row: int, pair_elements: int, width: int, words: int) -> int:
@@ -45,9 +45,7 @@ def pair_tile(pairs_per_row: int, pair_elements: int, width: int, words: int) ->
 
     At narrow widths the passes over the [pairs, L, K] tensors are the cost, so a tile's tensors stay within
     ``TILE_ELEMENTS``; the budget grows with the feature width D because wide features make the tile's text x
-    frame GEMMs the cost, whose efficiency grows with their width (texts x L). Measured on one thread, 64 x 64
-    blocks: at D=512, L=F=64, 8 texts per tile instead of 1 take X-CLIP from 642 to 563 ms and GLCCL from 1504 to
-    1084 ms; at D=64, L=40, F=8, GLCCL needs 83 ms with 4 texts per tile and 120-135 ms above ~0.6M elements.
+    frame GEMMs the cost, whose efficiency grows with their width (texts x L).
     """
     budget = TILE_ELEMENTS * max(1, width // 64)
     return max(budget // max(1, pairs_per_row * pair_elements), -(-MIN_GEMM_COLUMNS // words), 1)

@@ -1,5 +1,6 @@
 """Frame pooling shared by several methods: masked mean (CLIP4Clip, X-CLIP) and text-conditioned softmax pooling
-(GLSCL's GIM, GLCCL's GLIM)."""
+(GLCCL's GLIM; GLSCL's GIM computes the same cosine without a pooled tensor, and its tests use these as the
+reference)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def conditioned_weights(
     query: [A, D]; frames: [B, F, D]; mask: [B, F] bool. Returns [A, B, F]. Inputs are used as given
     (GLSCL and GLCCL pool *unnormalised* features). ``mode``:
       - ``"none"``: all F slots take part (GLCCL's faithful default);
-      - ``"multiply"``: softmax over all slots, then multiply by the mask, no renormalisation (GLSCL's code);
+      - ``"multiply"``: softmax over all slots, then multiply by the mask, no renormalisation (the official GLSCL
+        code);
       - ``"exclude"``: softmax over real frames only (padded logits -> -inf).
     """
     logits = torch.einsum("ad,bfd->abf", query, frames) / temperature  # [A, B, F]

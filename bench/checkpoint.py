@@ -1,0 +1,58 @@
+"""The resume point of a run: model, optimizer, step, both clocks and every RNG state, in one ``last.ckpt``.
+
+NumPy's RNG state is stored as plain lists, so ``torch.load(weights_only=True)`` reads the file. Because the data
+position follows from the step (``bench.data_order``), restoring this state resumes a run bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tvr_convbench.core.files import atomic_write
+
+
+def rng_state() -> dict:
+    """The Python, NumPy and torch RNG states (NumPy's as plain lists)."""
+    version, state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "python": [version, list(state), gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    version, values, gauss = state["python"]
+    random.setstate((version, tuple(values), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: Any, clock: dict, step: int) -> None:
+    """Write the resume point atomically (a failed save, e.g. a full disk, leaves the previous one intact)."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "step": step,
+        "clock": clock,
+        "rng": rng_state(),
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: Any) -> tuple[int, dict]:
+    """Restore model, optimizer and RNG states from ``path``; returns (step, clock)."""
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    model.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state["step"], dict(state["clock"])

@@ -1,0 +1,195 @@
+"""The proxy as a data module: generation of the three splits, the on-disk feature cache, and
+``ProxyDataModule`` (registered as ``proxy``), whose keywords are the ``ProxySettings`` knobs plus ``regime``,
+``adapter`` and ``cache_dir``.
+
+``describe()`` records the dataset-intrinsic difficulty figures of the val split (word view cosines,
+sentence-frame cosines, real frames and tokens); the zero-shot meanP figures need a retrieval method and the
+metrics, so the harness adds them (``tvr_convbench.bench.calibration.describe_data``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tvr_convbench.core.files import atomic_write
+from tvr_convbench.datasets.base import (
+    SPLITS,
+    Backbone,
+    FeatureBackbone,
+    FeatureDims,
+    RetrievalDataModule,
+    RetrievalSplit,
+    register_dataset,
+)
+from tvr_convbench.datasets.proxy.annotations import Annotation, annotations_from_didemo, generate_annotations
+from tvr_convbench.datasets.proxy.settings import ProxySettings
+from tvr_convbench.datasets.proxy.world import World, render_frames, render_text, word_view_cosines
+
+REAL_FILE_ORDER = ("val", "test", "train")
+"""the order a real annotation file's videos fill the splits (val and test first, the rest trains)"""
+
+
+# --- generation, cache --------------------------------------------------------------------------------------
+def generate(s: ProxySettings) -> dict[str, dict[str, Tensor]]:
+    """All three splits' feature tensors (deterministic in ``s``)."""
+    sizes = {"train": s.train_videos, "val": s.val_videos, "test": s.test_videos}
+    anns, order = None, SPLITS
+    if s.annotations:
+        anns, s = _real_annotations(s)
+        order = REAL_FILE_ORDER
+        if sum(sizes.values()) > len(anns):
+            raise ValueError(f"{s.annotations}: {len(anns)} videos, fewer than the {sum(sizes.values())} requested")
+    rng = np.random.default_rng(s.seed)
+    world = World.sample(rng, s)
+    if anns is None:
+        anns = generate_annotations(rng, sum(sizes.values()), s.vocab_size)
+    out, start = {}, 0
+    for split in order:
+        out[split] = _render_split(rng, world, anns[start : start + sizes[split]], s)
+        start += sizes[split]
+    return out
+
+
+def _real_annotations(s: ProxySettings) -> tuple[list[Annotation], ProxySettings]:
+    """The annotation file's videos, and the settings with the file's own vocabulary size."""
+    anns, vocab_size = annotations_from_didemo(s.annotations)
+    return anns, replace(s, vocab_size=vocab_size)
+
+
+def _render_split(rng: np.random.Generator, world: World, anns: list[Annotation], s: ProxySettings) -> dict:
+    frames, video_mask = render_frames(rng, world, anns, s)
+    tokens, text_mask, eot = render_text(rng, world, anns, s)
+    as_float = lambda x: torch.from_numpy(x.astype(np.float32))  # noqa: E731
+    return {
+        "text_tokens": as_float(tokens),
+        "text_mask": torch.from_numpy(text_mask),
+        "text_eot": as_float(eot),
+        "video_frames": as_float(frames),
+        "video_mask": torch.from_numpy(video_mask),
+        "index": torch.arange(len(anns)),
+    }
+
+
+def load_or_generate(s: ProxySettings, cache_dir: Path) -> dict[str, dict[str, Tensor]]:
+    """Generated features, cached on disk under the settings' hash (written atomically)."""
+    path = cache_dir / f"proxy-{s.key()}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    data = generate(s)
+    atomic_write(path, lambda tmp: torch.save(data, tmp))
+    return data
+
+
+# --- the data module ----------------------------------------------------------------------------------------
+class FeatureSplit(RetrievalSplit):
+    """An in-memory split of frozen features: a batch is one fancy-index per tensor."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return self.tensors["index"].shape[0]
+
+    def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return {key: value[idx] for key, value in self.tensors.items()}
+
+
+@register_dataset("proxy")
+class ProxyDataModule(RetrievalDataModule):
+    """The synthetic DiDeMo proxy (frozen regime); its knobs are the fields of ``ProxySettings``, as keywords.
+
+    Args:
+        regime: always ``frozen`` (the proxy is a feature store); recorded for reports.
+        adapter: train an identity-initialised linear adapter on frames and text features (at the backbone lr),
+            standing in for backbone adaptation; without it parameter-free heads (meanP) cannot learn.
+        cache_dir: where generated features are cached.
+        **knobs: ``ProxySettings`` fields (an unknown name raises ``UnknownNameError``, a bad value
+            ``ValueError`` naming ``data.<knob>``).
+    """
+
+    synthetic = True
+    title = "synthetic DiDeMo proxy"
+
+    def __init__(
+        self,
+        *,
+        regime: Literal["frozen"] = "frozen",
+        adapter: bool = True,
+        cache_dir: str = ".cache/proxy",
+        **knobs: Any,
+    ) -> None:
+        super().__init__()
+        self.settings = ProxySettings.from_knobs(knobs)
+        self.settings.validate()
+        self.regime = regime
+        self.adapter = adapter
+        self.cache_dir = Path(cache_dir)
+        self._splits: dict[str, FeatureSplit] = {}
+
+    @classmethod
+    def config_parameters(cls) -> dict[str, inspect.Parameter]:
+        """Every ``ProxySettings`` knob, then the module's own keywords (``regime``, ``adapter``, ``cache_dir``)."""
+        hints = typing.get_type_hints(cls.__init__)
+        own = inspect.signature(cls.__init__).parameters.values()
+        module_only = [p.replace(annotation=hints[p.name]) for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        return {**ProxySettings.parameters(), **{p.name: p for p in module_only}}
+
+    @property
+    def dims(self) -> FeatureDims:
+        s = self.settings
+        return FeatureDims(s.width, s.max_frames, s.max_words)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self._splits:
+            data = load_or_generate(self.settings, self.cache_dir)
+            self._splits = {name: FeatureSplit(data[name]) for name in SPLITS}
+
+    def split(self, name: str) -> FeatureSplit:
+        self.setup()
+        return self._splits[name]
+
+    def backbone(self) -> Backbone:
+        return FeatureBackbone(self.settings.width, adapter=self.adapter)
+
+    def describe(self) -> dict:
+        self.setup()
+        counts = {name: len(split) for name, split in self._splits.items()}
+        return {
+            **super().describe(),
+            "regime": self.regime,
+            "counts": counts,
+            "settings": asdict(self.settings),
+            "calibration": intrinsic_figures(self.settings, self._splits["val"].tensors),
+        }
+
+
+# --- difficulty figures -------------------------------------------------------------------------------------
+def intrinsic_figures(s: ProxySettings, val: dict[str, Tensor]) -> dict[str, float]:
+    """The difficulty figures of a generated val split that need no retrieval method."""
+    text = _normalize(val["text_eot"])  # [N, D]
+    frames = _normalize(val["video_frames"])  # [N, F, D]
+    mask = val["video_mask"].float()  # [N, F]
+    per_frame = torch.einsum("nd,mfd->nmf", text, frames)  # [N, N, F] sentence x frame cosines
+    frame_cos = (per_frame * mask[None]).sum(-1) / mask.sum(-1)[None].clamp_min(1)  # [N, N] mean over real frames
+    off = ~torch.eye(len(text), dtype=torch.bool)  # [N, N] the unmatched pairs
+    world_settings = _real_annotations(s)[1] if s.annotations else s
+    return {
+        **word_view_cosines(World.sample(np.random.default_rng(s.seed), world_settings)),
+        "sentence_frame_cosine_matched": float(frame_cos.diagonal().mean()),
+        "sentence_frame_cosine_unmatched": float(frame_cos[off].mean()),
+        "real_frames_mean": float(mask.sum(1).mean()),
+        "real_tokens_mean": float(val["text_mask"].float().sum(1).mean()),
+    }
+
+
+def _normalize(x: Tensor) -> Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
