@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from tvr_convbench.bench.evaluate import blockwise_similarity, encode_split
-from tvr_convbench.core.metrics import retrieval_metrics
+from tvr_convbench.bench.evaluate import encode_split, evaluate_reps
 from tvr_convbench.datasets.base import RetrievalDataModule
 from tvr_convbench.methods import build_method
 
@@ -43,7 +42,7 @@ def zero_shot_figures(data: RetrievalDataModule, batch_size: int = 256, block: i
     n = len(data.split("val"))
     batches = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
     text, video, _ = encode_split(method, data.loader("val", batches), backbone)
-    metrics = retrieval_metrics(blockwise_similarity(method, text, video, block))
+    metrics = evaluate_reps(method, text, video, block)
     return {
         "val_videos": float(n),
         "chance_R@1": 100.0 / n,

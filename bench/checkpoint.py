@@ -1,7 +1,8 @@
 """The resume point of a run: model, optimizer, step, both clocks and every RNG state, in one ``last.ckpt``.
 
 NumPy's RNG state is stored as plain lists, so ``torch.load(weights_only=True)`` reads the file. Because the data
-position follows from the step (``bench.data_order``), restoring this state resumes a run bit-identically on CPU.
+position follows from the step (``tvr_convbench.datasets.order``), restoring this state resumes a run
+bit-identically on CPU.
 """
 
 from __future__ import annotations

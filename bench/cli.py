@@ -1,4 +1,5 @@
-"""``python -m bench {sweep,train,report,perf,data,list}``: thin entry points over the library.
+"""``tvr-convbench {sweep,train,report,perf,data,config,list}`` (or ``python -m tvr_convbench ...``): thin entry points
+over the library.
 
 Exit codes: 0 success; 1 some run failed (the others finished, see the summary); 2 bad input (unknown
 method/sweep/key, wrong type, bad value): a one-line error naming the source and key, and nothing written.
@@ -15,7 +16,9 @@ from tvr_convbench.core.errors import USER_ERRORS, ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tvr-convbench", description="tvr-convbench: convergence benchmarks for text-video retrieval"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sweep = sub.add_parser("sweep", help="run a sweep (methods x seeds), then write its report")
     sweep.add_argument("sweep", help="a shipped sweep name (bench/configs/sweeps/) or a path to a sweep YAML")
@@ -37,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="performance benchmark -> reports/bench/bench.{json,md}")
     perf.add_argument("--quick", action="store_true", help="tiny shapes and few repetitions (seconds)")
     perf.add_argument("--out", type=Path, default=Path("reports/bench"))
+    config = sub.add_parser("config", help="print the fully resolved sweep: every field, its default and its doc")
+    config.add_argument("sweep", help="a shipped sweep name or a path to a sweep YAML")
+    _overrides(config)
     sub.add_parser("list", help="registered methods, datasets and shipped sweeps")
     _add_data_parser(sub)
     return parser
@@ -128,6 +134,13 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return perf_main(quick=args.quick, out=args.out)
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from tvr_convbench.bench.print_config import render_config
+
+    print(render_config(load_sweep(args.sweep, args.overrides)), end="")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from tvr_convbench.bench.config import shipped_sweeps
     from tvr_convbench.datasets import list_datasets
@@ -153,6 +166,7 @@ COMMANDS = {
     "train": cmd_train,
     "report": cmd_report,
     "perf": cmd_perf,
+    "config": cmd_config,
     "list": cmd_list,
     "data": cmd_data,
 }

@@ -5,7 +5,7 @@ process), the reps of all processes gathered with gradients (``bench.distributed
 (similarity + loss: the contract's one way into the loss), backward, global grad-norm clip, optimizer step,
 logit-scale clamp. At every step of ``TrainerConfig.eval_steps()`` (step 0, every ``val_every`` steps, the last
 step): evaluate the whole val split with the clock paused, write ``metrics.csv`` and ``last.ckpt`` atomically,
-mirror to wandb. Data order is a pure function of (seed, epoch) (``bench.data_order``).
+mirror to wandb. Data order is a pure function of (seed, epoch) (``tvr_convbench.datasets.order``).
 
 Several processes (``strategy: ddp``; Fabric spawns them, gloo on CPU): each takes its contiguous share of the
 global batch, and evaluation shards the split and rank 0 reassembles it. Every process is seeded alike, so dropout
@@ -37,9 +37,8 @@ from torch import Tensor, nn
 from tvr_convbench.bench.calibration import describe_data
 from tvr_convbench.bench.checkpoint import load_checkpoint, save_checkpoint
 from tvr_convbench.bench.config import RunConfig, TrainerConfig
-from tvr_convbench.bench.data_order import BatchStream
 from tvr_convbench.bench.distributed import gather_reps, reassemble, shard
-from tvr_convbench.bench.evaluate import blockwise_similarity, encode_split
+from tvr_convbench.bench.evaluate import encode_split, evaluate_reps
 from tvr_convbench.bench.runlog import MetricsLog, write_status
 from tvr_convbench.bench.wandb_mirror import WandbMirror
 from tvr_convbench.core.files import (
@@ -49,10 +48,10 @@ from tvr_convbench.core.files import (
     check_writable,
     remove_stale_temporaries,
 )
-from tvr_convbench.core.metrics import retrieval_metrics
 from tvr_convbench.core.schema import Row, RunPaths
 from tvr_convbench.datasets import dataset_class
 from tvr_convbench.datasets.base import Backbone, RetrievalDataModule
+from tvr_convbench.datasets.order import BatchStream
 from tvr_convbench.methods import build_method
 from tvr_convbench.methods.base import RetrievalMethod
 from tvr_convbench.methods.parts.optim import build_optimizer, lr_multiplier
@@ -227,7 +226,7 @@ class Run:
             text, video = self._encode(model, split)
             if not self.is_main:
                 return {}
-            return retrieval_metrics(blockwise_similarity(self.method, text, video, self.tc.eval_block))
+            return evaluate_reps(self.method, text, video, self.tc.eval_block)
         finally:
             model.train()
 

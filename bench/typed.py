@@ -163,7 +163,7 @@ def check_signature(params: dict[str, inspect.Parameter], data: dict, where: str
 
 # --- documentation ---------------------------------------------------------------------------------------------
 def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a dataclass's fields (the string literal right after a field), first line only."""
+    """The attribute docstrings of a dataclass's fields (the string literal right after a field), as one line."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
@@ -181,7 +181,7 @@ def _attribute_docs(body: list[ast.stmt]) -> dict[str, str]:
     for node, after in zip(body, body[1:]):
         is_doc = isinstance(after, ast.Expr) and isinstance(getattr(after, "value", None), ast.Constant)
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and is_doc:
-            docs[node.target.id] = _first_line(str(after.value.value))
+            docs[node.target.id] = " ".join(str(after.value.value).split())
     return docs
 
 
@@ -214,10 +214,6 @@ def _args_section(doc: str | None) -> dict[str, str]:
         elif line.strip() and (indent is None or len(line) - len(line.lstrip()) < indent):
             inside = False
     return {k: _first_sentence(v) for k, v in out.items()}
-
-
-def _first_line(text: str) -> str:
-    return " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
 
 
 def _first_sentence(text: str) -> str:

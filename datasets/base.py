@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from tvr_convbench.core.registry import Registry, init_parameters
 
-FEATURE_KEYS = ("text_tokens", "text_mask", "text_eot", "video_frames", "video_mask", "index")
 SPLITS = ("train", "val", "test")
 
 
@@ -142,20 +141,6 @@ class RetrievalDataModule(L.LightningDataModule, abc.ABC):
             persistent_workers=False,
             prefetch_factor=2 if workers else None,
         )
-
-    # Lightning's hooks, for users who drive a module with a stock ``lightning.Trainer``.
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", _chunks(torch.randperm(len(self.split("train"))).tolist(), 32))
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", _chunks(list(range(len(self.split("val")))), 256))
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", _chunks(list(range(len(self.split("test")))), 256))
-
-
-def _chunks(indices: list[int], size: int) -> list[list[int]]:
-    return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
 DATASETS: Registry[type[RetrievalDataModule]] = Registry("dataset")

@@ -66,7 +66,10 @@ class VideoTextSplit(RetrievalSplit):
     """
 
     def __init__(self, paths: list[Path], text_ids: Tensor, text_mask: Tensor, sampling: FrameSampling) -> None:
-        self.paths, self.text_ids, self.text_mask, self.sampling = paths, text_ids, text_mask, sampling
+        self.paths = paths
+        self.text_ids = text_ids
+        self.text_mask = text_mask
+        self.sampling = sampling
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -133,11 +136,18 @@ class DidemoDataModule(RetrievalDataModule):
         for key in ("store",) if regime == "frozen" else ("annotations", "videos", "clip"):
             if given[key] is None:
                 raise DataError("data", f"required in the {regime!r} regime", field=key)
-        self.regime, self.store_path, self.clip = regime, store, clip
-        self.annotations, self.videos = annotations, videos
+        self.regime = regime
+        self.store_path = store
+        self.clip = clip
+        self.annotations = annotations
+        self.videos = videos
         self.sampling = FrameSampling(sampler, max_frames, uniform_frames)
-        self.max_words, self.trainable_blocks, self.adapter = max_words, trainable_blocks, adapter
-        self.strict, self.workers, self.cache_dir = strict, workers, cache_dir
+        self.max_words = max_words
+        self.trainable_blocks = trainable_blocks
+        self.adapter = adapter
+        self.strict = strict
+        self.workers = workers
+        self.cache_dir = cache_dir
         self._store: FeatureStore | None = None
         self._index: VideoIndex | None = None
         self._model: Any = None
@@ -189,7 +199,8 @@ class DidemoDataModule(RetrievalDataModule):
         size = model.config.vision_config.image_size
         if size != self.sampling.image_size:
             self.sampling = FrameSampling(**{**self.sampling.settings(), "image_size": size})
-        self._model, self._tokenizer = model, tokenizer
+        self._model = model
+        self._tokenizer = tokenizer
         self._index = VideoIndex.build(self.videos, self.cache_dir)
 
     def split(self, name: str) -> RetrievalSplit:

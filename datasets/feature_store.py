@@ -76,7 +76,8 @@ class StoreSplit(RetrievalSplit):
     Pickling (DataLoader workers under ``spawn``) sends the file names, not the arrays."""
 
     def __init__(self, arrays: dict[str, np.ndarray], items: list[dict[str, str]]) -> None:
-        self.arrays, self.items = arrays, items
+        self.arrays = arrays
+        self.items = items
 
     def __getstate__(self) -> dict[str, Any]:
         return {"files": {key: array.filename for key, array in self.arrays.items()}, "items": self.items}
@@ -100,7 +101,9 @@ class FeatureStore:
     """A finished store (``open``); ``split(name)`` gives its ``RetrievalSplit``."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], splits: dict[str, StoreSplit]) -> None:
-        self.path, self.manifest, self.splits = path, manifest, splits
+        self.path = path
+        self.manifest = manifest
+        self.splits = splits
 
     @classmethod
     def open(cls, path: str | Path, *, expect: dict[str, Any] | None = None, check_finite: bool = True) -> FeatureStore:
@@ -211,7 +214,9 @@ class _DecodeItems(Dataset):
     """Decodes the videos at ``positions`` (in DataLoader workers); an item is ``(position, clip, problem)``."""
 
     def __init__(self, paths: Sequence[Path | None], positions: Sequence[int], sampling: FrameSampling) -> None:
-        self.paths, self.positions, self.sampling = paths, positions, sampling
+        self.paths = paths
+        self.positions = positions
+        self.sampling = sampling
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -267,10 +272,18 @@ class FeatureExtractor:
     ) -> None:
         if batch_size < 1 or chunk_items < 1 or workers < 0:
             raise DataError("extraction", "batch_size and chunk_items must be >= 1, workers >= 0", field="batch_size")
-        self.out, self.settings = Path(out), json.loads(json.dumps(settings))  # as stored: lists, not tuples
-        self.backbone, self.tokenizer, self.sampling, self.max_words = backbone, tokenizer, sampling, max_words
-        self.batch_size, self.workers, self.strict, self.chunk_items = batch_size, workers, strict, chunk_items
-        self.device, self.on_chunk = torch.device(device), on_chunk
+        self.out = Path(out)
+        self.settings = json.loads(json.dumps(settings))  # as stored: lists, not tuples
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.sampling = sampling
+        self.max_words = max_words
+        self.batch_size = batch_size
+        self.workers = workers
+        self.strict = strict
+        self.chunk_items = chunk_items
+        self.device = torch.device(device)
+        self.on_chunk = on_chunk
         self.partial = self.out / ".partial"
 
     def run(self, sources: Sequence[SplitSource], sources_info: dict[str, str] | None = None) -> dict[str, Any]:

@@ -127,7 +127,10 @@ class VideoIndex:
     """Maps list entries to files of one folder (the rule in the module docstring)."""
 
     def __init__(self, folder: Path, listing: str, files: dict[str, list[str]], probes: dict[str, str | None]) -> None:
-        self.folder, self.listing, self.files, self.probes = folder, listing, files, probes
+        self.folder = folder
+        self.listing = listing
+        self.files = files
+        self.probes = probes
         self.cache_path: Path | None = None
 
     @classmethod

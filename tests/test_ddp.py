@@ -30,8 +30,8 @@ from lightning.fabric.strategies import DDPStrategy
 
 from tvr_convbench.bench.cli import main
 from tvr_convbench.bench.config import load_sweep
-from tvr_convbench.bench.data_order import BatchStream
 from tvr_convbench.bench.trainer import Run, _unwrap
+from tvr_convbench.datasets.order import BatchStream
 from tvr_convbench.methods import list_methods
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]

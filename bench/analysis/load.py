@@ -142,7 +142,8 @@ class _ResultsFallback:
     """``results.csv``, read at most once and only when a run lacks its own ``metrics.csv``."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self._frame = path, None
+        self.path = path
+        self._frame = None
 
     def rows(self, run: str) -> pd.DataFrame | None:
         if self._frame is None:

@@ -118,6 +118,8 @@ class ProxyDataModule(RetrievalDataModule):
 
     synthetic = True
     title = "synthetic DiDeMo proxy"
+    settings_class = ProxySettings
+    """the dataclass whose fields are this module's knobs (their docs are its attribute docstrings)"""
 
     def __init__(
         self,
@@ -141,7 +143,7 @@ class ProxyDataModule(RetrievalDataModule):
         hints = typing.get_type_hints(cls.__init__)
         own = inspect.signature(cls.__init__).parameters.values()
         module_only = [p.replace(annotation=hints[p.name]) for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        return {**ProxySettings.parameters(), **{p.name: p for p in module_only}}
+        return {**cls.settings_class.parameters(), **{p.name: p for p in module_only}}
 
     @property
     def dims(self) -> FeatureDims:

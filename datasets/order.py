@@ -2,8 +2,8 @@
 uninterrupted run would.
 
 Global batch ``step`` is slice ``pos`` of epoch ``e``'s permutation (``e, pos = divmod(step, batches_per_epoch)``,
-drop_last), and each process takes its contiguous share of it. ``BatchStream`` serves the harness loop;
-``EpochBatches`` serves the same order as a batch sampler to a ``DataLoader`` (Lightning's ``train_dataloader``).
+drop_last), and each process takes its contiguous share of it (``BatchOrder``). ``BatchStream`` serves those
+batches of a data module from any step on (the harness loop, ``tvr_convbench.bench.trainer``).
 """
 
 from __future__ import annotations
