@@ -58,23 +58,26 @@ def _saved_config(path: Path) -> dict:
 def preflight(sweep: SweepConfig, sweep_dir: Path) -> None:
     """Raise ``ConfigError`` if the data of ``sweep`` does not open (checked while a run is left to do) or
     ``sweep_dir`` cannot hold its results."""
+    from tvr_convbench.bench.trainer import needs_patches
+
     runs = [cfg for cfg in sweep.runs() if read_status(sweep_dir / cfg.run) != "done"]
     splits = ("train", "val", "test") if any(cfg.trainer.eval_test for cfg in runs) else ("train", "val")
+    patches = any(needs_patches(cfg.method) for cfg in runs)
     if runs:
-        check_data(sweep.data, splits, f"{sweep.source}: data")
+        check_data(sweep.data, splits, f"{sweep.source}: data", patches)
     try:
         check_writable(sweep_dir)
     except OSError as err:
         raise ConfigError(f"--runs-dir: {err}; nothing was run") from None
 
 
-def check_data(data: dict, splits: tuple[str, ...], where: str) -> None:
-    """Build the data module of a ``data:`` section and open ``splits`` (what every run does first)."""
-    from tvr_convbench.datasets import dataset_class
+def check_data(data: dict, splits: tuple[str, ...], where: str, patches: bool = False) -> None:
+    """Build the data module of a ``data:`` section and open ``splits`` (what every run does first), with patch
+    tokens when a method of the sweep needs them."""
+    from tvr_convbench.bench.trainer import build_data
 
     try:
-        module = dataset_class(data["name"])(**{k: v for k, v in data.items() if k != "name"})
-        module.setup("fit")
+        module = build_data(data, patches)
         for split in splits:
             module.split(split)
     except (ValueError, OSError) as err:  # DataError / StoreError are ValueErrors naming the file and field

@@ -52,7 +52,7 @@ from tvr_convbench.core.schema import Row, RunPaths
 from tvr_convbench.datasets import dataset_class
 from tvr_convbench.datasets.base import Backbone, RetrievalDataModule
 from tvr_convbench.datasets.order import BatchStream
-from tvr_convbench.methods import build_method
+from tvr_convbench.methods import METHODS, build_method
 from tvr_convbench.methods.base import RetrievalMethod
 from tvr_convbench.methods.parts.optim import build_optimizer, lr_multiplier
 
@@ -162,7 +162,7 @@ class Run:
     # setup
     def build(self) -> None:
         L.seed_everything(self.cfg.seed, verbose=False)
-        self.data = build_data(self.cfg.data)
+        self.data = build_data(self.cfg.data, needs_patches(self.cfg.method))
         method = build_method(self.cfg.method, **self.data.dims.as_kwargs(), **self.cfg.method_args)
         backbone = self.data.backbone()
         if backbone.text_model is not None:
@@ -303,11 +303,18 @@ class Run:
         )
 
 
-def build_data(data: dict) -> RetrievalDataModule:
-    """The data module of a resolved ``data:`` section, set up for training."""
+def build_data(data: dict, patches: bool = False) -> RetrievalDataModule:
+    """The data module of a resolved ``data:`` section, set up for training (with patch tokens when asked)."""
     module = dataset_class(data["name"])(**{k: v for k, v in data.items() if k != "name"})
+    if patches:
+        module.request_patches()
     module.setup("fit")
     return module
+
+
+def needs_patches(method: str) -> bool:
+    """Whether a registered method reads ``video_patches`` (then, and only then, the data path carries them)."""
+    return METHODS.get(method).cls.needs_patches
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

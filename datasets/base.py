@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from tvr_convbench.core.errors import DataError
 from tvr_convbench.core.registry import Registry, init_parameters
 
 SPLITS = ("train", "val", "test")
@@ -121,6 +122,11 @@ class RetrievalDataModule(L.LightningDataModule, abc.ABC):
     @abc.abstractmethod
     def backbone(self) -> Backbone:
         """A fresh backbone for one run (identity for feature stores, CLIP for trainable regimes)."""
+
+    def request_patches(self) -> None:
+        """Ask for ``video_patches`` in every batch (the harness calls this, before ``setup``, only for a method
+        that ``needs_patches``). A dataset without patch tokens refuses with a one-line ``DataError``."""
+        raise DataError(type(self).__name__, "this dataset has no patch tokens (video_patches)", field="patches")
 
     def describe(self) -> dict[str, Any]:
         """Facts written next to every run (loaded counts per split, missing files, calibration, protocol)."""

@@ -99,6 +99,8 @@ class RetrievalMethod(L.LightningModule, abc.ABC):
     """
 
     cost_class: ClassVar[CostClass]
+    needs_patches: ClassVar[bool] = False
+    """True for a method that works below the frame level: only then does the harness load ``video_patches``"""
     max_eval_block: ClassVar[int] = 1024
     """largest text/video block the harness should feed ``similarity`` (bounds evaluation memory)"""
     method_name: str = "?"
