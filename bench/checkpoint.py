@@ -49,9 +49,25 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: Any, clock: dict, s
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: Any) -> tuple[int, dict]:
-    """Restore model, optimizer and RNG states from ``path``; returns (step, clock)."""
-    state = torch.load(path, weights_only=True, map_location="cpu")
+class DamagedCheckpoint(ValueError):
+    """A resume point that cannot be read (truncated, empty, not a checkpoint): one line naming the file."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The state saved at ``path``, fully read and checked before anything is restored from it."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(state, dict) or not {"model", "optimizer", "step", "clock", "rng"} <= set(state):
+            raise ValueError("not a checkpoint of this harness")
+        return state
+    except Exception as err:  # noqa: BLE001 - torch.load raises anything from EOFError to zipfile errors
+        raise DamagedCheckpoint(
+            f"{path}: unreadable checkpoint ({type(err).__name__}: {err or 'empty file'})"
+        ) from None
+
+
+def load_checkpoint(state: dict, model: nn.Module, optimizer: Any) -> tuple[int, dict]:
+    """Restore model, optimizer and RNG states from a read checkpoint; returns (step, clock)."""
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])

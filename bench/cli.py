@@ -27,12 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
     sweep.add_argument("--no-report", action="store_true", help="skip the report at the end")
     sweep.add_argument("--export", choices=("wandb", "slurm"), help="write a wandb sweep / SLURM array and exit")
+    _restart(sweep)
     _overrides(sweep)
     train = sub.add_parser("train", help="train (or resume) one run of a sweep")
     train.add_argument("sweep")
     train.add_argument("--run", required=True, help="run name, e.g. glscl-s0")
     _dirs(train)
+    _restart(train)
     _overrides(train)
+    targets = sub.add_parser("targets", help="fix runs/<sweep>/targets.json from its finished reference runs")
+    targets.add_argument("sweep")
+    _dirs(targets)
+    _overrides(targets)
     train.add_argument("--no-progress", action="store_true")
     report = sub.add_parser("report", help="rebuild reports/<sweep>/ from the run log alone")
     report.add_argument("sweep", help="sweep name (its run log is runs/<sweep>/)")
@@ -51,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _dirs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run log root (default runs/)")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"), help="report root (default reports/)")
+
+
+def _restart(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--restart-changed", action="store_true",
+        help="wipe and rerun from scratch a run whose folder was made with a different config (default: refuse)",
+    )  # fmt: skip
 
 
 def _overrides(parser: argparse.ArgumentParser) -> None:
@@ -78,20 +91,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         path = export_sweep(sweep, args.export, args.runs_dir, args.sweep)
         print(f"wrote {path}")
         return 0
-    outcomes = run_sweep(sweep, args.runs_dir, jobs=args.jobs, progress=not args.no_progress)
-    failed = [o for o in outcomes if o.status == "failed"]
+    from tvr_convbench.bench.targets import TargetsError
+
+    reports = None if args.no_report else args.reports_dir / sweep.name
+    try:
+        outcomes = run_sweep(sweep, args.runs_dir, args.jobs, not args.no_progress, reports, args.restart_changed)
+    except TargetsError as err:
+        print(f"error: the targets cannot be fixed: {err}; no scored run was started", file=sys.stderr)
+        return 1
     if not args.no_report:
         _report(sweep.name, args.runs_dir, args.reports_dir)
+    return _sweep_summary(sweep.name, outcomes)
+
+
+def _sweep_summary(name: str, outcomes: list) -> int:
+    failed = [o for o in outcomes if o.status == "failed"]
+    diverged = [o for o in outcomes if o.status == "diverged"]
     done = sum(o.status in ("done", "skipped") for o in outcomes)
-    print(f"sweep {sweep.name}: {done}/{len(outcomes)} runs done, {len(failed)} failed")
-    for outcome in failed:
+    print(f"sweep {name}: {done}/{len(outcomes)} runs done, {len(diverged)} diverged, {len(failed)} failed")
+    for outcome in failed + diverged:
         print(f"  {outcome.line}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tvr_convbench.bench.sweep import check_compatible, preflight, run_one
+    from tvr_convbench.bench.targets import check_targets_file
     from tvr_convbench.core.files import atomic_write_yaml
+    from tvr_convbench.core.schema import SweepPaths
 
     sweep = load_sweep(args.sweep, args.overrides)
     runs = {cfg.run: cfg for cfg in sweep.runs()}
@@ -100,12 +127,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"sweep {sweep.name!r} has no run {args.run!r}{suggest(args.run, runs)} ({', '.join(runs)})")
     sweep_dir = args.runs_dir / sweep.name
-    check_compatible(sweep_dir, [runs[args.run]])
+    cfg = runs[args.run]
+    check_compatible(sweep_dir, [cfg], args.restart_changed)
+    check_targets_file(sweep, sweep_dir)
+    if cfg.phase == "scored" and sweep.targets.source == "reference" and not SweepPaths(sweep_dir).targets.exists():
+        raise ConfigError(
+            f"{args.run}: a scored run starts only after the targets are fixed ({SweepPaths(sweep_dir).targets} "
+            f"is missing): train the reference runs, then `tvr-convbench targets {args.sweep}`"
+        )
     preflight(sweep, sweep_dir)
-    atomic_write_yaml(sweep_dir / "sweep.yaml", sweep.to_dict())
-    outcome = run_one(runs[args.run], sweep_dir, progress=not args.no_progress)
+    atomic_write_yaml(SweepPaths(sweep_dir).sweep, sweep.to_dict())
+    outcome = run_one(cfg, sweep_dir, progress=not args.no_progress)
     print(outcome.line)
     return 1 if outcome.status == "failed" else 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from tvr_convbench.bench.sweep import fix_sweep_targets
+    from tvr_convbench.bench.targets import TargetsError, check_targets_file
+
+    sweep = load_sweep(args.sweep, args.overrides)
+    sweep_dir = args.runs_dir / sweep.name
+    check_targets_file(sweep, sweep_dir)
+    try:
+        fix_sweep_targets(sweep, sweep_dir)
+    except TargetsError as err:
+        print(f"error: the targets cannot be fixed: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -164,6 +213,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 COMMANDS = {
     "sweep": cmd_sweep,
     "train": cmd_train,
+    "targets": cmd_targets,
     "report": cmd_report,
     "perf": cmd_perf,
     "config": cmd_config,

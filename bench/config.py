@@ -22,6 +22,7 @@ check every section again and fill in defaults added since the file was written.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import inspect
 import re
@@ -42,6 +43,53 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 # --- the configs ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ValSchedule:
+    """When the whole val split is evaluated, the same for every method of a sweep (step 0 and the last step are
+    always added): ``every`` (each ``trainer.val_every`` steps), ``geometric`` (``first``, then each step
+    ``factor`` times the previous one, rounded, never the same step twice: dense where the curves rise) or
+    ``steps`` (an explicit list)."""
+
+    kind: Literal["every", "geometric", "steps"] = "every"
+    """how the evaluation steps are laid out"""
+    first: int = 10
+    """geometric: the first evaluation step after step 0"""
+    factor: float = 1.1
+    """geometric: the ratio of consecutive evaluation steps (above 1): a crossing is resolved to about
+    ``factor - 1`` of its own step count"""
+    steps: tuple[int, ...] = ()
+    """steps: the evaluation steps (each in 1..max_steps)"""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if self.first < 1:
+            raise ValueError(f"val_schedule.first must be positive, got {self.first}")
+        if not self.factor > 1.0:
+            raise ValueError(f"val_schedule.factor must be above 1, got {self.factor}")
+        if self.kind == "steps" and not self.steps:
+            raise ValueError("val_schedule.steps is empty (kind: steps needs a list of evaluation steps)")
+        if any(s < 1 for s in self.steps) or len(set(self.steps)) != len(self.steps):
+            raise ValueError(f"val_schedule.steps must be distinct positive steps, got {list(self.steps)}")
+
+    def steps_within(self, max_steps: int, val_every: int) -> tuple[int, ...]:
+        """The evaluation steps of a ``max_steps`` run: ascending, no duplicates, step 0 and the last included."""
+        if self.kind == "every":
+            inner = set(range(0, max_steps + 1, val_every))
+        elif self.kind == "geometric":
+            inner = set(_geometric(self.first, self.factor, max_steps))
+        else:
+            inner = {s for s in self.steps if s <= max_steps}
+        return tuple(sorted({0, *inner, max_steps}))
+
+
+def _geometric(first: int, factor: float, stop: int) -> list[int]:
+    out, step = [], first
+    while step <= stop:
+        out.append(step)
+        step = max(step + 1, round(step * factor))
+    return out
+
+
 @dataclass
 class TrainerConfig:
     """The training protocol shared by every run of a sweep."""
@@ -49,7 +97,10 @@ class TrainerConfig:
     max_steps: int = 600
     """optimizer-step budget (the schedule's total steps)"""
     val_every: int = 60
-    """validate on the whole val split every this many optimizer steps (and at step 0 and at the end)"""
+    """validate on the whole val split every this many optimizer steps (and at step 0 and at the end), unless
+    ``val_schedule`` says otherwise"""
+    val_schedule: ValSchedule = field(default_factory=ValSchedule)
+    """when to evaluate (``every``: each ``val_every`` steps; ``geometric``; or an explicit list of ``steps``)"""
     batch_size: int = 32
     """global batch (summed over processes)"""
     lr: float = 1e-4
@@ -98,9 +149,21 @@ class TrainerConfig:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by devices {self.devices}")
 
     def eval_steps(self) -> tuple[int, ...]:
-        """The optimizer steps after which the whole val split is evaluated: step 0, every ``val_every`` steps and
-        the last step, ascending. The one rule the trainer, the analysis and the benchmark all use."""
-        return tuple(sorted({*range(0, self.max_steps + 1, self.val_every), self.max_steps}))
+        """The optimizer steps after which the whole val split is evaluated (``val_schedule``): ascending, no
+        duplicates, step 0 and the last step included. The one rule the trainer, the analysis and the benchmark
+        all use."""
+        return self.val_schedule.steps_within(self.max_steps, self.val_every)
+
+    def schedule_text(self) -> str:
+        """The evaluation grid in words, for reports."""
+        steps, schedule = self.eval_steps(), self.val_schedule
+        how = {
+            "every": f"every {self.val_every} optimizer steps",
+            "geometric": f"geometric from step {schedule.first} (factor {schedule.factor:g})",
+            "steps": "at listed steps",
+        }[schedule.kind]
+        shown = ", ".join(map(str, steps)) if len(steps) <= 40 else f"{', '.join(map(str, steps[:20]))}, ..."
+        return f"{len(steps)} evaluations, {how}, step 0 and step {self.max_steps} included: {shown}"
 
 
 @dataclass
@@ -115,7 +178,6 @@ class WandbConfig:
     """wandb entity (user or team; None: the account's default)"""
 
 
-Reference = Literal["best", "median_best"]
 Aggregate = Literal["iqm", "median"]
 METRIC_PATTERN = re.compile(r"^(t2v|v2t)/(R@\d+|MdR|MnR)$")
 
@@ -131,13 +193,6 @@ class ReportConfig:
 
     metric: str = "t2v/R@1"
     """validation metric for model selection, targets, curves and AUC: one of the ten retrieval metrics"""
-    targets: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
-    """targets as fractions in (0, 1] of the reference value; used when ``absolute_targets`` is not given"""
-    absolute_targets: tuple[float, ...] | None = None
-    """targets in metric units; replaces the fractions (required for the lower-is-better MdR/MnR)"""
-    reference: Reference = "best"
-    """reference of the fractions: the best value any run reached (``best``), or the highest over methods of the
-    median over seeds of each run's best (``median_best``, AlgoPerf's target rule)"""
     aggregate: Aggregate = "iqm"
     """central statistic over seeds for curves, best value and AUC (time to target reports median and IQM)"""
     confidence: float = 0.95
@@ -158,11 +213,7 @@ class ReportConfig:
     """resolution of the PNG figures (at least 50)"""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "targets", tuple(self.targets))
-        if self.absolute_targets is not None:
-            object.__setattr__(self, "absolute_targets", tuple(self.absolute_targets))
         self._check_metric()
-        self._check_targets()
         self._check_numbers()
 
     @classmethod
@@ -178,22 +229,6 @@ class ReportConfig:
         if not METRIC_PATTERN.match(self.metric) or self.metric not in METRIC_NAMES:
             raise ValueError(f"ReportConfig.metric: expected one of {', '.join(METRIC_NAMES)}, got {self.metric!r}")
 
-    def _check_targets(self) -> None:
-        if not self.targets or not all(0 < f <= 1 for f in self.targets):
-            raise ValueError(f"ReportConfig.targets: need one or more fractions in (0, 1], got {list(self.targets)}")
-        if len(set(self.targets)) != len(self.targets):
-            raise ValueError(f"ReportConfig.targets: duplicate fractions in {list(self.targets)}")
-        absolute = self.absolute_targets
-        if absolute is not None and not absolute:
-            raise ValueError("ReportConfig.absolute_targets: need one or more finite numbers, got []")
-        if absolute is not None and len(set(absolute)) != len(absolute):
-            raise ValueError(f"ReportConfig.absolute_targets: duplicate values in {list(absolute)}")
-        if absolute is None and not self.higher_is_better:
-            raise ValueError(
-                f"ReportConfig.absolute_targets: {self.metric} is lower-is-better; fractions of a reference are "
-                "defined for recall metrics only, so give absolute targets"
-            )
-
     def _check_numbers(self) -> None:
         checks = {
             "confidence": 0 < self.confidence < 1,
@@ -208,6 +243,46 @@ class ReportConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"ReportConfig.{name}: invalid value {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class TargetsConfig:
+    """How the targets are fixed: before any scored run, from reference runs on seeds that are never scored (or as
+    absolute values), and written with their provenance to ``runs/<sweep>/targets.json``. Every target is one
+    absolute value of the report metric shared by all methods. Without a ``targets`` section they are fixed post
+    hoc, from the scored runs themselves, and the report says so."""
+
+    source: Literal["reference", "absolute", "posthoc"] = "posthoc"
+    """``reference``: from the reference runs (every method of the sweep on ``seeds``), fixed before any scored run;
+    ``absolute``: ``values``; ``posthoc``: from the scored runs (they set their own finish line: flagged)"""
+    seeds: tuple[int, ...] = ()
+    """reference seeds: runs on them fix the targets and are never scored (disjoint from the sweep's seeds)"""
+    rule: Literal["gain", "fraction"] = "gain"
+    """``gain``: floor + f x (reference - floor), the floor being zero-shot meanP on the same data (common to every
+    method); ``fraction``: f x reference"""
+    reference: Literal["median_best", "best"] = "median_best"
+    """the reference value: the highest over methods of the median over reference seeds of each run's best
+    (``median_best``, AlgoPerf's rule) or the best of any reference run (``best``)"""
+    fractions: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
+    """the fractions f in (0, 1] that make the targets"""
+    values: tuple[float, ...] = ()
+    """``absolute``: the targets in metric units"""
+
+    def __post_init__(self) -> None:
+        for key in ("seeds", "fractions", "values"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+        if (
+            not self.fractions
+            or not all(0 < f <= 1 for f in self.fractions)
+            or len(set(self.fractions)) < len(self.fractions)
+        ):
+            raise ValueError(f"fractions: need distinct fractions in (0, 1], got {list(self.fractions)}")
+        if self.source == "absolute" and (not self.values or len(set(self.values)) < len(self.values)):
+            raise ValueError(f"values: source 'absolute' needs distinct target values, got {list(self.values)}")
+        if self.source == "reference" and not self.seeds:
+            raise ValueError("seeds: source 'reference' needs reference seeds (never scored), e.g. seeds: [100]")
+        if len(set(self.seeds)) < len(self.seeds) or any(not 0 <= s < 2**32 for s in self.seeds):
+            raise ValueError(f"seeds: need distinct seeds in [0, 2**32), got {list(self.seeds)}")
 
 
 @dataclass
@@ -242,9 +317,11 @@ class RunConfig:
     data: dict
     trainer: TrainerConfig
     wandb: WandbConfig
+    phase: Literal["scored", "reference"] = "scored"
+    """``reference``: a run that fixes the targets and is never scored"""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return _plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "config.yaml") -> RunConfig:
@@ -267,14 +344,26 @@ class SweepConfig:
     trainer: TrainerConfig
     wandb: WandbConfig
     report: ReportConfig = field(default_factory=ReportConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
     source: str = ""
 
     def runs(self) -> list[RunConfig]:
-        """Every (method, seed) run, method-major."""
+        """Every run of the sweep: the reference runs (which fix the targets) first, then the scored runs."""
+        return self.reference_runs() + self.scored_runs()
+
+    def scored_runs(self) -> list[RunConfig]:
+        """Every (method, seed) run that enters the statistics, method-major."""
         return [self.run_config(spec, seed) for spec in self.methods for seed in self.seeds]
 
-    def run_config(self, spec: MethodSpec, seed: int) -> RunConfig:
+    def reference_runs(self) -> list[RunConfig]:
+        """Every (method, reference seed) run that fixes the targets (none for absolute targets)."""
+        if self.targets.source != "reference":
+            return []
+        return [self.run_config(spec, seed, "reference") for spec in self.methods for seed in self.targets.seeds]
+
+    def run_config(self, spec: MethodSpec, seed: int, phase: str = "scored") -> RunConfig:
         return RunConfig(
+            phase=phase,
             sweep=self.name,
             run=f"{spec.label}-s{seed}",
             label=spec.label,
@@ -322,7 +411,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-SWEEP_KEYS = ("name", "methods", "seeds", "data", "trainer", "wandb", "overrides", "report")
+SWEEP_KEYS = ("name", "methods", "seeds", "data", "trainer", "wandb", "overrides", "report", "targets")
 RESOLVED_KEYS = tuple(k for k in SWEEP_KEYS if k != "overrides")
 
 
@@ -397,14 +486,25 @@ def _sections(raw: dict, where: str, default_name: str | None) -> dict[str, Any]
         "trainer": from_mapping(TrainerConfig, raw.get("trainer", {}), f"{where}: trainer"),
         "wandb": from_mapping(WandbConfig, raw.get("wandb", {}), f"{where}: wandb"),
         "report": from_mapping(ReportConfig, raw.get("report", {}), f"{where}: report"),
+        "targets": _targets(raw, where),
     }
+
+
+def _targets(raw: dict, where: str) -> TargetsConfig:
+    """The ``targets`` section; its reference seeds must not be scored seeds (they would set their own targets)."""
+    targets = from_mapping(TargetsConfig, raw.get("targets", {}), f"{where}: targets")
+    seeds = coerce(raw.get("seeds", [0]), list, f"{where}: seeds")
+    overlap = sorted(set(seeds) & set(targets.seeds))
+    if overlap:
+        raise ConfigError(f"{where}: targets.seeds {overlap} are also scored seeds (reference runs are never scored)")
+    return targets
 
 
 def _seeds(raw: dict, where: str) -> list[int]:
     seeds = coerce(raw.get("seeds", [0]), list[int], f"{where}: seeds")
     if not seeds:
         raise ConfigError(f"{where}: seeds is empty")
-    duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+    duplicates = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)  # linear in the seeds
     if duplicates:
         raise ConfigError(f"{where}: seeds collide: {duplicates} listed more than once")
     out_of_range = sorted({s for s in seeds if not 0 <= s < 2**32})

@@ -10,12 +10,32 @@ after the checkpoint's step are discarded.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
+import warnings
 from pathlib import Path
 from typing import Any
 
+from tvr_convbench.bench.config import RunConfig
 from tvr_convbench.core.files import atomic_write_text
 from tvr_convbench.core.schema import COLUMNS, STATUSES, Row, RunPaths, SweepPaths
+
+
+def fingerprint(cfg: RunConfig) -> str:
+    """The sha256 of a run's resolved config (canonical JSON): equal fingerprints, equal runs."""
+    text = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_fingerprint(cfg: RunConfig, run_dir: Path) -> None:
+    atomic_write_text(RunPaths(run_dir).fingerprint, fingerprint(cfg) + "\n")
+
+
+def eval_share(eval_seconds: float, train_seconds: float) -> float:
+    """Evaluation's share of a run's time: evaluation / (evaluation + training) seconds (the one definition)."""
+    total = eval_seconds + train_seconds
+    return eval_seconds / total if total > 0 else 0.0
 
 
 def read_status(run_dir: Path) -> str | None:
@@ -52,21 +72,29 @@ class MetricsLog:
         atomic_write_text(self.path, buffer.getvalue())
 
     def load_until(self, step: int) -> None:
-        """Load an existing file, keeping only rows up to ``step`` (the checkpoint being resumed)."""
-        self.rows = []
-        if not self.path.exists():
-            return
-        with open(self.path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if tuple(header or ()) != COLUMNS:
-                raise ValueError(f"{self.path}: unexpected header {header}; expected {','.join(COLUMNS)}")
-            for row in reader:
-                if int(row[4]) <= step:
-                    self.rows.append(_parse(row))
+        """Load the file a checkpoint of ``step`` was saved with, keeping rows up to ``step``; ``DamagedLog``
+        (one line naming the file) when it is missing, not UTF-8, malformed or lacks that step's evaluation."""
+        try:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.reader(f)
+                header = next(reader, None)
+                if tuple(header or ()) != COLUMNS:
+                    raise ValueError(f"unexpected header {header}")
+                rows = [_parse(row) for row in reader]
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise DamagedLog(f"{self.path}: {type(err).__name__}: {err}") from None
+        if not any(r.step == step and r.split == "val" for r in rows):
+            raise DamagedLog(f"{self.path}: no evaluation at step {step}, the checkpoint's step (truncated?)")
+        self.rows = [r for r in rows if r.step <= step]
+
+
+class DamagedLog(ValueError):
+    """A ``metrics.csv`` that cannot be resumed from: one line naming the file."""
 
 
 def _parse(cells: list[str]) -> Row:
+    if len(cells) != len(COLUMNS):
+        raise ValueError(f"a row has {len(cells)} cells, expected {len(COLUMNS)}")
     sweep, run, method, seed, step, seconds, split, metric, value = cells
     return Row(sweep, run, method, int(seed), int(step), float(seconds), split, metric, float(value))
 
@@ -82,11 +110,25 @@ def collect_results(sweep_dir: Path) -> int:
     writer.writerow(COLUMNS)
     count = 0
     for metrics in sorted(sweep_dir.glob("*/metrics.csv")):
-        with open(metrics, newline="") as f:
-            reader = csv.reader(f)
-            next(reader, None)
-            for row in reader:
-                writer.writerow(row)
-                count += 1
+        try:
+            rows = _read_rows(metrics)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            warnings.warn(f"{metrics}: not collected into results.csv ({type(err).__name__}: {err})", stacklevel=2)
+            continue
+        writer.writerows(rows)
+        count += len(rows)
     atomic_write_text(SweepPaths(sweep_dir).results, out.getvalue())
     return count
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if tuple(header or ()) != COLUMNS:
+            raise ValueError(f"unexpected header {header}")
+        rows = list(reader)
+    bad = next((i for i, row in enumerate(rows, 2) if len(row) != len(COLUMNS)), None)
+    if bad is not None:
+        raise ValueError(f"line {bad} has the wrong number of cells")
+    return rows

@@ -1,13 +1,22 @@
 """The sweep runner: methods x seeds on one protocol, resumable and idempotent.
 
-A rerun skips runs whose status is ``done`` (``bench train`` skips a done run too), resumes unfinished ones from
-their last checkpoint and retries failed ones. A run that raises is marked ``failed`` (traceback beside it) and
-the sweep goes on; the exit code is 1 when any run failed. Runs execute one after another by default, or in
-``--jobs N`` processes.
+Phases: the reference runs (every method on the reference seeds, never scored) first; then ``targets.json`` is
+written (``bench.targets``); then the scored runs. A rerun skips runs whose status is ``done`` or ``diverged``
+(``tvr-convbench train`` skips them too), resumes unfinished ones from their last checkpoint and retries failed
+ones. A run that raises is marked ``failed`` (traceback beside it) and the sweep goes on; one whose loss or recall
+becomes non-finite is stopped and marked ``diverged``; the exit code is 1 when any run failed. Runs execute one
+after another by default, or in ``--jobs N`` processes.
 
-Before anything is written, ``preflight`` opens the sweep's data (a feature store is checked against its manifest
-and for non-finite values) and checks the output folder (free space, writable): a problem there is a
-``ConfigError`` (exit code 2), not a failed run.
+Safety before anything runs:
+- one sweep at a time per folder: an OS file lock on ``runs/<sweep>/.lock`` (released on any exit, by the OS when
+  the holder dies); a second sweep exits 2 naming the holder's PID;
+- every run folder carries the fingerprint of its resolved config (``fingerprint``); a folder of a planned run
+  whose config differs, in any status, is refused with the one-line mismatch error, or with ``restart_changed``
+  wiped and rerun from scratch: state written under another config is never resumed;
+- ``preflight`` opens the sweep's data (a feature store is checked against its manifest and for non-finite
+  values), builds every method once on the data's shapes, checks batch sizes against the train split, the
+  accelerator, and that the output folders can be written: a problem there is a ``ConfigError`` (exit code 2),
+  not a failed run.
 """
 
 from __future__ import annotations
@@ -15,93 +24,159 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from tvr_convbench.bench.config import RunConfig, SweepConfig
-from tvr_convbench.bench.runlog import collect_results, read_status
+from tvr_convbench.bench.runlog import collect_results, eval_share, fingerprint, read_status
 from tvr_convbench.core.errors import ConfigError
-from tvr_convbench.core.files import atomic_write_yaml, check_writable
-from tvr_convbench.core.schema import RunPaths
+from tvr_convbench.core.files import atomic_write_yaml, check_writable, folder_lock
+from tvr_convbench.core.schema import FINISHED_STATUSES, RunPaths, SweepPaths
 
 
 @dataclass
 class Outcome:
     run: str
-    status: str  # done | failed | skipped
+    status: str  # done | failed | diverged | skipped
     line: str
 
 
-def check_compatible(sweep_dir: Path, runs: list[RunConfig]) -> None:
-    """Refuse to mix results of different configs under one sweep name."""
+# --- configs under one sweep name ----------------------------------------------------------------------------
+def saved_fingerprint(run_dir: Path) -> str | None:
+    """The fingerprint of the config a run folder was made with: from its ``config.yaml`` (read back, so
+    defaults added since count as unchanged), else its ``fingerprint`` file; ``""`` when neither reads back."""
+    paths = RunPaths(run_dir)
+    if paths.config.exists():
+        try:
+            return fingerprint(RunConfig.from_file(paths.config))
+        except (ConfigError, OSError, UnicodeDecodeError):
+            return ""
+    if paths.fingerprint.exists():
+        return paths.fingerprint.read_text().strip()
+    return ""
+
+
+def changed_runs(sweep_dir: Path, runs: list[RunConfig]) -> list[tuple[RunConfig, str]]:
+    """(run, why) of every planned run whose folder holds state made under another config, in any status."""
+    out = []
     for cfg in runs:
-        path = RunPaths(sweep_dir / cfg.run).config
-        if path.exists() and read_status(path.parent) in ("done", "running"):
-            old, new = _saved_config(path), cfg.to_dict()
-            if old != new:
-                changed = sorted(k for k in new if old.get(k) != new[k])
-                raise ConfigError(
-                    f"{path}: run {cfg.run!r} was made with a different config (changed: {', '.join(changed)}); "
-                    f"use a new sweep name, or delete {path.parent} to redo it"
-                )
+        run_dir = sweep_dir / cfg.run
+        if not run_dir.is_dir() or not any(not p.name.startswith(".") for p in run_dir.iterdir()):
+            continue  # nothing but a lock or a write probe: no state to mix up
+        if saved_fingerprint(run_dir) != fingerprint(cfg):
+            out.append((cfg, _difference(run_dir, cfg)))
+    return out
 
 
-def _saved_config(path: Path) -> dict:
-    """A run's saved config as a resolved dict; one that does not read back as a ``RunConfig`` is an empty one."""
+def _difference(run_dir: Path, cfg: RunConfig) -> str:
     try:
-        return RunConfig.from_file(path).to_dict()
-    except ConfigError:
-        return {}
+        old = RunConfig.from_file(RunPaths(run_dir).config).to_dict()
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return "its config.yaml is missing or unreadable"
+    new = cfg.to_dict()
+    return "changed: " + ", ".join(sorted(k for k in new if old.get(k) != new[k]))
 
 
-def preflight(sweep: SweepConfig, sweep_dir: Path) -> None:
-    """Raise ``ConfigError`` if the data of ``sweep`` does not open (checked while a run is left to do) or
-    ``sweep_dir`` cannot hold its results."""
+def check_compatible(sweep_dir: Path, runs: list[RunConfig], restart_changed: bool = False) -> list[str]:
+    """Refuse to mix results of different configs under one sweep name; with ``restart_changed`` wipe the changed
+    run folders instead (returns their names)."""
+    changed = changed_runs(sweep_dir, runs)
+    if changed and not restart_changed:
+        cfg, why = changed[0]
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise ConfigError(
+            f"{sweep_dir / cfg.run}: run {cfg.run!r} was made with a different config ({why}){more}; use a new "
+            f"sweep name, --restart-changed to rerun it from scratch, or delete {sweep_dir / cfg.run}"
+        )
+    for cfg, _ in changed:
+        shutil.rmtree(sweep_dir / cfg.run)
+    return [cfg.run for cfg, _ in changed]
+
+
+# --- checks before the first run -----------------------------------------------------------------------------
+def preflight(sweep: SweepConfig, sweep_dir: Path, reports_dir: Path | None = None) -> None:
+    """Raise ``ConfigError`` for anything knowable before training that would fail a run (see the module doc)."""
     from tvr_convbench.bench.trainer import needs_patches
 
-    runs = [cfg for cfg in sweep.runs() if read_status(sweep_dir / cfg.run) != "done"]
+    runs = [cfg for cfg in sweep.runs() if read_status(sweep_dir / cfg.run) not in FINISHED_STATUSES]
+    for folder, flag in ((sweep_dir, "--runs-dir"), (reports_dir, "--reports-dir")):
+        if folder is not None:
+            _writable(folder, flag)
+    if not runs:
+        return
     splits = ("train", "val", "test") if any(cfg.trainer.eval_test for cfg in runs) else ("train", "val")
     patches = any(needs_patches(cfg.method) for cfg in runs)
-    if runs:
-        check_data(sweep.data, splits, f"{sweep.source}: data", patches)
+    module = check_data(sweep.data, splits, f"{sweep.source}: data", patches)
+    check_runs(runs, module, sweep.source)
+
+
+def _writable(folder: Path, flag: str) -> None:
     try:
-        check_writable(sweep_dir)
+        check_writable(folder)
     except OSError as err:
-        raise ConfigError(f"--runs-dir: {err}; nothing was run") from None
+        raise ConfigError(f"{flag}: {err}; nothing was run") from None
 
 
-def check_data(data: dict, splits: tuple[str, ...], where: str, patches: bool = False) -> None:
+def check_data(data: dict, splits: tuple[str, ...], where: str, patches: bool = False):  # noqa: ANN201
     """Build the data module of a ``data:`` section and open ``splits`` (what every run does first), with patch
-    tokens when a method of the sweep needs them."""
+    tokens when a method of the sweep needs them; returns the module."""
     from tvr_convbench.bench.trainer import build_data
 
     try:
         module = build_data(data, patches)
         for split in splits:
             module.split(split)
-    except (ValueError, OSError) as err:  # DataError / StoreError are ValueErrors naming the file and field
+    except (ValueError, OSError, MemoryError) as err:  # DataError / StoreError are ValueErrors naming the file
         raise ConfigError(f"{where}: {err}") from None
+    return module
 
 
+def check_runs(runs: list[RunConfig], data, where: str) -> None:  # noqa: ANN001 - a RetrievalDataModule
+    """Every distinct method entry builds on the data's shapes; every batch fits the train split; the
+    accelerator exists."""
+    import torch
+
+    from tvr_convbench.methods import build_method
+
+    train_items = len(data.split("train"))
+    for cfg in {c.label: c for c in runs}.values():
+        where_run = f"{where}: methods ({cfg.label})"
+        if cfg.trainer.batch_size > train_items:
+            raise ConfigError(
+                f"{where_run}: trainer.batch_size {cfg.trainer.batch_size} exceeds the train split "
+                f"({train_items} items)"
+            )
+        if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+            raise ConfigError(f"{where_run}: trainer.accelerator is 'gpu' but no GPU is visible")
+        try:
+            build_method(cfg.method, **data.dims.as_kwargs(), **cfg.method_args)
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise ConfigError(f"{where_run}.args: {err}") from None
+
+
+# --- running -------------------------------------------------------------------------------------------------
 def summary_line(cfg: RunConfig, summary) -> str:  # noqa: ANN001 - trainer.RunSummary
-    share = summary.eval_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
+    share = eval_share(summary.eval_seconds, summary.train_seconds)
     ms = 1000 * summary.train_seconds / max(summary.steps, 1)
-    resumed = f" (resumed at step {summary.resumed_from})" if summary.resumed_from else ""
+    resumed = f" (resumed at step {summary.resumed_from})" if summary.resumed_from is not None else ""
+    diverged = f" | DIVERGED at step {summary.diverged_at}" if summary.diverged_at is not None else ""
     return (
         f"{cfg.run}: best val t2v R@1 {summary.best:.1f} at step {summary.best_step} | {summary.steps} steps, "
-        f"{summary.train_seconds:.1f}s train ({ms:.0f} ms/step), "
-        f"eval {share:.0%} of {summary.wall_seconds:.0f}s{resumed}"
+        f"{summary.train_seconds:.1f}s train ({ms:.0f} ms/step), eval {share:.0%} of eval + train"
+        f"{resumed}{diverged}"
     )
 
 
 def run_one(cfg: RunConfig, sweep_dir: Path, progress: bool, threads: int = 0) -> Outcome:
-    """Train one run in this process (skipped when already done); never raises for a failing run (it is recorded
-    as failed)."""
+    """Train one run in this process (skipped when already finished); never raises for a failing run (it is
+    recorded as failed)."""
     from tvr_convbench.bench.trainer import train
 
-    if read_status(sweep_dir / cfg.run) == "done":
-        return Outcome(cfg.run, "skipped", f"{cfg.run}: done, skipped")
+    status = read_status(sweep_dir / cfg.run)
+    if status in FINISHED_STATUSES:
+        return Outcome(cfg.run, "skipped", f"{cfg.run}: {status}, skipped")
     if threads:
         import torch
 
@@ -111,29 +186,72 @@ def run_one(cfg: RunConfig, sweep_dir: Path, progress: bool, threads: int = 0) -
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - one failing run must not stop the sweep
-        trace = sweep_dir / cfg.run / "traceback.txt"
+        trace = RunPaths(sweep_dir / cfg.run).traceback
         see = f"; see {trace}" if trace.exists() else ""
         return Outcome(cfg.run, "failed", f"{cfg.run}: FAILED ({type(err).__name__}: {err}){see}")
-    return Outcome(cfg.run, "done", summary_line(cfg, summary))
+    return Outcome(cfg.run, "diverged" if summary.diverged_at is not None else "done", summary_line(cfg, summary))
 
 
-def run_sweep(sweep: SweepConfig, runs_root: Path, jobs: int = 1, progress: bool = True) -> list[Outcome]:
-    """Run every unfinished run of ``sweep`` under ``runs_root/<name>``; returns one outcome per run."""
+def run_sweep(
+    sweep: SweepConfig,
+    runs_root: Path,
+    jobs: int = 1,
+    progress: bool = True,
+    reports_dir: Path | None = None,
+    restart_changed: bool = False,
+) -> list[Outcome]:
+    """Run every unfinished run of ``sweep`` under ``runs_root/<name>``: reference runs, targets, scored runs."""
     sweep_dir = runs_root / sweep.name
-    runs = sweep.runs()
-    check_compatible(sweep_dir, runs)
-    preflight(sweep, sweep_dir)
-    atomic_write_yaml(sweep_dir / "sweep.yaml", sweep.to_dict())
-    todo = [cfg for cfg in runs if read_status(sweep_dir / cfg.run) != "done"]
-    outcomes = [Outcome(c.run, "skipped", f"{c.run}: done, skipped") for c in runs if c not in todo]
+    with folder_lock(SweepPaths(sweep_dir).lock, "sweep"):
+        prepare_sweep(sweep, sweep_dir, reports_dir, restart_changed)
+        outcomes = run_phase(sweep.reference_runs(), sweep_dir, jobs, progress)
+        fix_sweep_targets(sweep, sweep_dir)
+        outcomes += run_phase(sweep.scored_runs(), sweep_dir, jobs, progress)
+        collect_results(sweep_dir)
+    return outcomes
+
+
+def prepare_sweep(sweep: SweepConfig, sweep_dir: Path, reports_dir: Path | None, restart_changed: bool) -> None:
+    """Every check before the first run, then ``sweep.yaml`` (called with the sweep's lock held)."""
+    from tvr_convbench.bench.targets import check_targets_file
+
+    wiped = check_compatible(sweep_dir, sweep.runs(), restart_changed)
+    for run in wiped:
+        print(f"{run}: made with another config; wiped, rerun from scratch (--restart-changed)", flush=True)
+    check_targets_file(sweep, sweep_dir)
+    preflight(sweep, sweep_dir, reports_dir)
+    atomic_write_yaml(SweepPaths(sweep_dir).sweep, sweep.to_dict())
+
+
+def fix_sweep_targets(sweep: SweepConfig, sweep_dir: Path) -> None:
+    """Write ``targets.json`` before the first scored run (``bench.targets``), with the zero-shot floor."""
+    from tvr_convbench.bench.calibration import zero_shot_metrics
+    from tvr_convbench.bench.targets import fix_targets
+    from tvr_convbench.bench.trainer import build_data
+
+    if sweep.targets.source == "posthoc" or SweepPaths(sweep_dir).targets.exists():
+        return
+    floor = zero_shot_metrics(build_data(sweep.data), sweep.trainer.eval_batch_size, sweep.trainer.eval_block)
+    targets = fix_targets(sweep, sweep_dir, floor[sweep.report.metric])
+    print(
+        f"targets ({targets.describe()}): "
+        + ", ".join(f"{label} {value:.2f}" for label, value in zip(targets.labels, targets.values)),
+        flush=True,
+    )
+
+
+def run_phase(runs: list[RunConfig], sweep_dir: Path, jobs: int, progress: bool) -> list[Outcome]:
+    """Run the unfinished runs of one phase (one after another, or in ``jobs`` processes)."""
+    todo = [cfg for cfg in runs if read_status(sweep_dir / cfg.run) not in FINISHED_STATUSES]
+    outcomes = [
+        Outcome(c.run, "skipped", f"{c.run}: {read_status(sweep_dir / c.run)}, skipped") for c in runs if c not in todo
+    ]
     for outcome in outcomes:
         print(outcome.line, flush=True)
     if jobs <= 1:
-        for cfg in todo:
-            outcomes.append(_report(run_one(cfg, sweep_dir, progress)))
+        outcomes += [_report(run_one(cfg, sweep_dir, progress)) for cfg in todo]
     else:
         outcomes += _run_parallel(todo, sweep_dir, jobs)
-    collect_results(sweep_dir)
     return outcomes
 
 

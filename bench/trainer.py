@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,19 +36,22 @@ import torch
 from torch import Tensor, nn
 
 from tvr_convbench.bench.calibration import describe_data
-from tvr_convbench.bench.checkpoint import load_checkpoint, save_checkpoint
+from tvr_convbench.bench.checkpoint import DamagedCheckpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from tvr_convbench.bench.config import RunConfig, TrainerConfig
 from tvr_convbench.bench.distributed import gather_reps, reassemble, shard
 from tvr_convbench.bench.evaluate import encode_split, evaluate_reps
-from tvr_convbench.bench.runlog import MetricsLog, write_status
+from tvr_convbench.bench.runlog import DamagedLog, MetricsLog, write_fingerprint, write_status
 from tvr_convbench.bench.wandb_mirror import WandbMirror
 from tvr_convbench.core.files import (
     atomic_write_json,
     atomic_write_text,
     atomic_write_yaml,
     check_writable,
+    folder_lock,
+    move_aside,
     remove_stale_temporaries,
 )
+from tvr_convbench.core.metrics import in_batch_recall
 from tvr_convbench.core.schema import Row, RunPaths
 from tvr_convbench.datasets import dataset_class
 from tvr_convbench.datasets.base import Backbone, RetrievalDataModule
@@ -79,6 +83,17 @@ class RunSummary:
     best: float
     best_step: int
     resumed_from: int | None
+    diverged_at: int | None = None
+    """the optimizer step whose loss or in-batch recall was non-finite (the run stopped there)"""
+
+
+class Diverged(RuntimeError):
+    """A non-finite loss or recall: the run stops and is marked ``diverged``."""
+
+    def __init__(self, step: int, values: dict[str, float]) -> None:
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+        super().__init__(f"diverged at optimizer step {step}: {bad}")
+        self.step = step
 
 
 def build_run_model(backbone: Backbone, method: RetrievalMethod, tc: TrainerConfig, fabric: L.Fabric):  # noqa: ANN201
@@ -93,7 +108,8 @@ def build_run_model(backbone: Backbone, method: RetrievalMethod, tc: TrainerConf
 
 
 class StepFunction:
-    """One optimizer step of the protocol: ``step_fn(batch, step) -> {"loss": ..., "loss/<part>": ...}``.
+    """One optimizer step of the protocol: ``step_fn(batch, step) -> {"loss": ..., "loss/<part>": ...,
+    "t2v/R@1": ..., "t2v/R@5": ..., "v2t/R@1": ..., "v2t/R@5": ...}`` (the in-batch recall of the global batch).
 
     ``step`` is the 0-based index of the optimizer step (it sets the lr). The harness loop and ``bench perf`` call
     this same object, so the benchmark times the trainer's own step.
@@ -120,7 +136,8 @@ class StepFunction:
             losses = self.method.training_forward(text, video)
         if self.optimizer is not None and losses["loss"].requires_grad:
             self._update(losses["loss"])
-        return {("loss" if k == "loss" else f"loss/{k}"): v.detach().item() for k, v in losses.items()}
+        logged = {("loss" if k == "loss" else f"loss/{k}"): v.detach().item() for k, v in losses.items()}
+        return logged | in_batch_recall(losses.similarity)  # t2v/R@1 ...: the loss's own in-batch matrix
 
     def _set_lr(self, step: int) -> None:
         multiplier = lr_multiplier(self.tc.schedule, step, self.tc.max_steps, self.tc.warmup)
@@ -157,6 +174,7 @@ class Run:
         self.clock = {"train_seconds": 0.0, "wall_seconds": 0.0, "eval_seconds": 0.0}
         self.step = 0
         self.resumed_from: int | None = None
+        self.diverged_at: int | None = None
         self.best = (-math.inf, 0)
 
     # setup
@@ -175,11 +193,22 @@ class Run:
         )
 
     def restore(self) -> None:
+        """Resume from ``last.ckpt`` and its ``metrics.csv``; damaged state (either unreadable, or the log missing,
+        truncated or not UTF-8) is moved aside with a one-line warning and the run restarts from scratch."""
         if not self.paths.checkpoint.exists():
             return
-        self.step, self.clock = load_checkpoint(self.paths.checkpoint, _unwrap(self.model), self.optimizer)
+        try:
+            state = read_checkpoint(self.paths.checkpoint)
+            self.log.load_until(state["step"])
+        except (DamagedCheckpoint, DamagedLog) as err:
+            moved = move_aside(self.paths.checkpoint, self.paths.metrics)
+            warnings.warn(
+                f"{err}; moved aside ({', '.join(p.name for p in moved)}), restarting from scratch", stacklevel=2
+            )
+            self.log.rows = []
+            return
+        self.step, self.clock = load_checkpoint(state, _unwrap(self.model), self.optimizer)
         self.resumed_from = self.step
-        self.log.load_until(self.step)
         self.best = _best_so_far(self.log.rows)
 
     # loop
@@ -190,11 +219,15 @@ class Run:
         if self.resumed_from is not None:  # wandb may have lost what a killed process logged
             self.mirror.replay(row[4:] for row in self.log.rows)
         bar = self._progress_bar()
-        if self.step == 0:
+        if self.resumed_from is None:  # a resumed run's step-0 evaluation is in its log already
             self.evaluate_and_save(start, wall_before)
         stream = self.stream.iterate(self.step, self.tc.max_steps)
         while self.step < self.tc.max_steps:
-            self.advance(stream)
+            try:
+                self.advance(stream)
+            except Diverged as err:
+                self.stop_diverged(err, start, wall_before)
+                break
             if bar is not None:
                 bar.update(1)
             if self.step in self.eval_steps:
@@ -212,6 +245,18 @@ class Run:
         self.step += 1
         self.clock["train_seconds"] += time.perf_counter() - t0
         self.pending_train.append((self.step, self.clock["train_seconds"], losses))
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise Diverged(self.step, losses)
+
+    def stop_diverged(self, err: Diverged, start: float, wall_before: float) -> None:
+        """Log the steps up to the diverging one (no evaluation of the broken model) and stop."""
+        self.diverged_at = err.step
+        self.clock["wall_seconds"] = wall_before + (time.perf_counter() - start)
+        if self.is_main:
+            self._flush_train()
+            self.log.flush()
+            atomic_write_text(self.paths.traceback, f"{err}\n(the run stopped; it is marked diverged)\n")
+        self.fabric.barrier()
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """The optimizer step at ``self.step`` on ``batch`` (``StepFunction``)."""
@@ -259,11 +304,14 @@ class Run:
         save_checkpoint(self.paths.checkpoint, _unwrap(self.model), self.optimizer, self.clock, self.step)
         self.fabric.barrier()
 
-    def _record(self, results: dict[str, dict[str, float]], eval_seconds: float) -> None:
+    def _flush_train(self) -> None:
         for step, seconds, losses in self.pending_train:
             self.log.add(step, seconds, "train", losses)
             self.mirror.log(step, seconds, {f"train/{k}": v for k, v in losses.items()})
         self.pending_train = []
+
+    def _record(self, results: dict[str, dict[str, float]], eval_seconds: float) -> None:
+        self._flush_train()
         now = self.clock["train_seconds"]
         for split, metrics in results.items():
             self.log.add(self.step, now, split, metrics)
@@ -300,6 +348,7 @@ class Run:
             best=self.best[0],
             best_step=self.best[1],
             resumed_from=self.resumed_from,
+            diverged_at=self.diverged_at,
         )
 
 
@@ -336,6 +385,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     check_writable(run_dir)
     remove_stale_temporaries(run_dir)
     atomic_write_yaml(RunPaths(run_dir).config, cfg.to_dict())
+    write_fingerprint(cfg, run_dir)
     write_status(run_dir, "running")
 
 
@@ -359,7 +409,13 @@ def train_process(fabric: L.Fabric, cfg: RunConfig, run_dir: Path, wandb_root: P
 
 
 def train(cfg: RunConfig, run_dir: Path, wandb_root: Path, progress: bool = True) -> RunSummary:
-    """Train (or resume) one run; marks it ``done``, or ``failed`` with ``traceback.txt`` (and re-raises)."""
+    """Train (or resume) one run; marks it ``done``, ``diverged`` (a non-finite loss stopped it; traceback.txt says
+    where), or ``failed`` with ``traceback.txt`` (and re-raises). One process per run folder (a file lock)."""
+    with folder_lock(RunPaths(run_dir).lock, "training process"):
+        return _train_locked(cfg, run_dir, wandb_root, progress)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, wandb_root: Path, progress: bool) -> RunSummary:
     prepare_run_dir(cfg, run_dir)
     try:
         summary = _launch(cfg, run_dir, wandb_root, progress)
@@ -369,7 +425,7 @@ def train(cfg: RunConfig, run_dir: Path, wandb_root: Path, progress: bool = True
         atomic_write_text(RunPaths(run_dir).traceback, traceback.format_exc())
         write_status(run_dir, "failed")
         raise
-    write_status(run_dir, "done")
+    write_status(run_dir, "done" if summary.diverged_at is None else "diverged")
     if not cfg.trainer.keep_checkpoint:
         RunPaths(run_dir).checkpoint.unlink(missing_ok=True)
     return summary

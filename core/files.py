@@ -9,17 +9,19 @@ starts again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tvr_convbench.core.errors import OutputError
+from tvr_convbench.core.errors import ConfigError, OutputError
 
 MIN_FREE_BYTES = 64 * 2**20
 """free space a run needs before it starts (checkpoints, logs)"""
@@ -101,3 +103,42 @@ def check_writable(folder: Path, min_free: int = MIN_FREE_BYTES) -> None:
         probe.unlink()
     except OSError as err:
         raise OutputError(f"{folder}: not writable ({err.strerror or err})") from None
+
+
+def move_aside(*paths: Path) -> list[Path]:
+    """Rename each existing file to ``<name>.damaged-<n>`` beside it (never deleted, never overwritten); returns
+    the new paths."""
+    moved = []
+    for path in paths:
+        if not path.exists():
+            continue
+        n = 1
+        while (target := path.with_name(f"{path.name}.damaged-{n}")).exists():
+            n += 1
+        os.replace(path, target)
+        moved.append(target)
+    return moved
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an OS file lock on ``path`` (its folder's one ``what``: a sweep, a run) for the ``with`` block.
+
+    The lock is released on any exit, and by the OS when the holder dies, so a lock file left by a killed process
+    never blocks; a second holder gets a one-line ``ConfigError`` naming the first one's PID.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "unknown"
+            raise ConfigError(f"{path.parent}: another {what} is running on this folder (PID {holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock

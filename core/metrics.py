@@ -16,7 +16,7 @@ from torch import Tensor
 
 from tvr_convbench.core.schema import METRIC_NAMES, RECALL_KS
 
-__all__ = ["METRIC_NAMES", "positive_ranks", "rank_metrics", "retrieval_metrics"]
+__all__ = ["IN_BATCH_METRICS", "METRIC_NAMES", "in_batch_recall", "positive_ranks", "rank_metrics", "retrieval_metrics"]
 
 
 def positive_ranks(sim: Tensor) -> Tensor:
@@ -34,6 +34,21 @@ def rank_metrics(ranks: Tensor, prefix: str) -> dict[str, float]:
     out = {f"{prefix}/R@{k}": float(100.0 * np.mean(r < k)) for k in RECALL_KS}
     out[f"{prefix}/MdR"] = float(np.median(r) + 1.0)
     out[f"{prefix}/MnR"] = float(np.mean(r) + 1.0)
+    return out
+
+
+IN_BATCH_METRICS = ("t2v/R@1", "t2v/R@5", "v2t/R@1", "v2t/R@5")
+"""the in-batch training recall logged at every optimizer step"""
+
+
+def in_batch_recall(sim: Tensor) -> dict[str, float]:
+    """R@1 and R@5 in both directions of a square in-batch similarity (pair i positive), ranks as in evaluation."""
+    sim = sim.detach().float()
+    t2v, v2t = positive_ranks(sim), positive_ranks(sim.t())
+    out = {}
+    for prefix, ranks in (("t2v", t2v), ("v2t", v2t)):
+        for k in (1, 5):
+            out[f"{prefix}/R@{k}"] = float(100.0 * (ranks < k).float().mean())
     return out
 
 

@@ -6,12 +6,14 @@ place. Layout of one sweep (``SweepPaths``; one ``RunPaths`` per run folder)::
 
     runs/<sweep>/sweep.yaml          the resolved sweep config
     runs/<sweep>/results.csv         every run's metrics rows (rebuilt by the sweep runner)
+    runs/<sweep>/targets.json        the targets and their provenance, written before the first scored run
     runs/<sweep>/wandb/              offline wandb runs (``wandb sync`` / ``wandb leet``)
     runs/<sweep>/<run>/config.yaml   the run's resolved config
     runs/<sweep>/<run>/status        one of ``STATUSES``
     runs/<sweep>/<run>/metrics.csv   ``COLUMNS``, long format
     runs/<sweep>/<run>/data.json     the dataset's description (counts, calibration, protocol)
-    runs/<sweep>/<run>/traceback.txt when failed
+    runs/<sweep>/<run>/traceback.txt when failed, or diverged (the step and the non-finite values)
+    runs/<sweep>/<run>/fingerprint   sha256 of the resolved config (a changed config is never resumed)
     runs/<sweep>/<run>/last.ckpt     the resume point, written at every evaluation
     runs/<sweep>/<run>/wandb_id      the run's wandb id (a resume continues the same wandb run)
 """
@@ -24,8 +26,10 @@ from typing import NamedTuple
 
 COLUMNS = ("sweep", "run", "method", "seed", "step", "train_seconds", "split", "metric", "value")
 """columns of ``metrics.csv`` and ``results.csv``, in file order"""
-STATUSES = ("running", "done", "failed")
-"""what a run's ``status`` file may say"""
+STATUSES = ("running", "done", "failed", "diverged")
+"""what a run's ``status`` file may say (``diverged``: stopped at a non-finite loss or recall)"""
+FINISHED_STATUSES = ("done", "diverged")
+"""statuses a rerun skips (a diverged run would diverge again: it is a result, a miss)"""
 DATA_SPLITS = ("train", "val", "test")
 """the splits of every dataset"""
 LOG_SPLITS = (*DATA_SPLITS, "time")
@@ -80,6 +84,15 @@ class RunPaths:
         return self.root / "last.ckpt"
 
     @property
+    def fingerprint(self) -> Path:
+        return self.root / "fingerprint"
+
+    @property
+    def lock(self) -> Path:
+        """held (an OS file lock) by the one process training this run; holds its PID"""
+        return self.root / ".lock"
+
+    @property
     def wandb_id(self) -> Path:
         return self.root / "wandb_id"
 
@@ -103,9 +116,19 @@ class SweepPaths:
         return self.root / "results.csv"
 
     @property
+    def targets(self) -> Path:
+        """the targets, fixed before the first scored run, with their provenance"""
+        return self.root / "targets.json"
+
+    @property
     def wandb(self) -> Path:
         """the ``dir`` given to ``wandb.init`` (wandb writes ``<it>/wandb/offline-run-*``)"""
         return self.root
+
+    @property
+    def lock(self) -> Path:
+        """held (an OS file lock) by the one sweep running on this folder; holds its PID"""
+        return self.root / ".lock"
 
     @property
     def exported_sweep(self) -> Path:

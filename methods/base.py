@@ -5,8 +5,9 @@ A method turns backbone features into a text x video score matrix and a loss::
     text  = method.encode_text(batch)     # Rep: per-item tensors, dim 0 = texts   (independent per item)
     video = method.encode_video(batch)    # Rep: per-item tensors, dim 0 = videos  (independent per item)
     sim   = method.similarity(text, video)            # [Nt, Nv] logits (logit scale applied)
-    parts = method.training_forward(text, video)      # {"loss": total, "<part>": ...}; by default
-                                                      #   method.loss(method.similarity(text, video), text, video)
+    parts = method.training_forward(text, video)      # Losses {"loss": total, "<part>": ...}, and
+                                                      #   parts.similarity: the [B, B] logits they came from;
+                                                      #   by default loss(similarity(text, video), text, video)
 
 Batch keys (``FeatureBatch``, built by ``tvr_convbench.datasets`` + the backbone; masks are bool, True = real item)::
 
@@ -14,8 +15,16 @@ Batch keys (``FeatureBatch``, built by ``tvr_convbench.datasets`` + the backbone
     text_mask   [B, L]     True on SOT..EOT
     text_eot    [B, D]     the sentence (EOT) feature, unnormalised
     video_frames [B, F, D] per-frame CLS projections (padded slots hold the blank-frame feature), unnormalised
-    video_mask  [B, F]     True on real frames
+    video_mask  [B, F]     True on real frames (and on the patches of real frames)
     index       [B]        dataset index of the (paragraph, video) pair
+
+Optional, present only for a method whose class sets ``needs_patches`` (the harness then asks the data module with
+``request_patches()``; no other method pays for them)::
+
+    video_patches [B, F, P, D] the patch tokens of every frame, projected like the CLS (through the vision tower's
+                               final LayerNorm and the visual projection; P = 49 for ViT-B/32 at 224 px), in
+                               patch order, unnormalised; the frame's CLS is ``video_frames``, its mask
+                               ``video_mask`` (padded slots hold the blank frame's patch tokens)
 
 Rules (what a method must not do): it never touches metrics, logging, data splits, model selection, the
 optimizer or the clock; it never encodes a split itself. The harness (``tvr_convbench.bench``) encodes each split
@@ -49,6 +58,16 @@ from tvr_convbench.methods.parts.losses import symmetric_infonce
 
 Rep = dict[str, Tensor]
 FeatureBatch = dict[str, Tensor]
+
+
+class Losses(dict):
+    """A training loss and its named parts (``{"loss": total, "<part>": ...}``), together with the in-batch
+    similarity ``[B, B]`` (row i = text i, pair i positive) they were computed from, so the harness can log the
+    in-batch recall of every step without another forward."""
+
+    def __init__(self, parts: dict[str, Tensor], similarity: Tensor) -> None:
+        super().__init__(parts)
+        self.similarity = similarity
 
 
 class CostClass(enum.StrEnum):
@@ -101,6 +120,9 @@ class RetrievalMethod(L.LightningModule, abc.ABC):
     cost_class: ClassVar[CostClass]
     needs_patches: ClassVar[bool] = False
     """True for a method that works below the frame level: only then does the harness load ``video_patches``"""
+    token_shift_layers: int = 0
+    """> 0 asks a live-CLIP backbone for TS2-Net's token shift in its last ``token_shift_layers`` vision blocks (the
+    harness passes it to ``Backbone.enable_token_shift``; a backbone without a vision tower cannot have it)"""
     max_eval_block: ClassVar[int] = 1024
     """largest text/video block the harness should feed ``similarity`` (bounds evaluation memory)"""
     method_name: str = "?"
@@ -145,12 +167,14 @@ class RetrievalMethod(L.LightningModule, abc.ABC):
         """
         return {"loss": symmetric_infonce(sim)}
 
-    def training_forward(self, text: Rep, video: Rep) -> dict[str, Tensor]:
+    def training_forward(self, text: Rep, video: Rep) -> Losses:
         """Similarity + loss for one (gathered) training batch: the harness's only way to a training loss.
 
-        Override only to share work between the two (the result must equal ``loss(similarity(text, video), ...)``).
+        Override only to share work between the two (the result must equal ``loss(similarity(text, video), ...)``,
+        and its ``similarity`` the matrix ``similarity`` gives).
         """
-        return self.loss(self.similarity(text, video), text, video)
+        sim = self.similarity(text, video)  # [B, B]
+        return Losses(self.loss(sim, text, video), sim)
 
     # --- harness hooks ------------------------------------------------------------------------------------
     def forward(self, batch: FeatureBatch) -> tuple[Rep, Rep]:

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from tvr_convbench.methods import register_method
-from tvr_convbench.methods.base import CostClass, FeatureBatch, Rep, RetrievalMethod, normalize
+from tvr_convbench.methods.base import CostClass, FeatureBatch, Losses, Rep, RetrievalMethod, normalize
 from tvr_convbench.methods.parts.aosm import FourScores, pair_tile, rep_len, split_rep
 from tvr_convbench.methods.parts.losses import symmetric_infonce
 from tvr_convbench.methods.parts.pooling import conditioned_weights, pool
@@ -107,8 +107,9 @@ class GLCCL(RetrievalMethod):
     def similarity(self, text: Rep, video: Rep) -> Tensor:
         return self.logit_scale(self.score_parts(text, video).mean(0))  # [A, B]
 
-    def training_forward(self, text: Rep, video: Rep) -> dict[str, Tensor]:
-        return glccl_losses(self.logit_scale(self.score_parts(text, video)), self.csc_weight)
+    def training_forward(self, text: Rep, video: Rep) -> Losses:
+        scores = self.logit_scale(self.score_parts(text, video))  # [4, B, B]
+        return Losses(glccl_losses(scores, self.csc_weight), scores.mean(0))  # the mean is ``similarity``
 
     def loss(self, sim: Tensor, text: Rep, video: Rep) -> dict[str, Tensor]:
         """InfoNCE on ``sim`` + CSC on the four scores, recomputed (``training_forward`` computes them once)."""
