@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="performance benchmark -> reports/bench/bench.{json,md}")
     perf.add_argument("--quick", action="store_true", help="tiny shapes and few repetitions (seconds)")
     perf.add_argument("--out", type=Path, default=Path("reports/bench"))
+    perf.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run log root to read eval shares from")
+    perf.add_argument("--sweep", default="default", help="the sweep whose protocol and run log are measured")
     config = sub.add_parser("config", help="print the fully resolved sweep: every field, its default and its doc")
     config.add_argument("sweep", help="a shipped sweep name or a path to a sweep YAML")
     _overrides(config)
@@ -180,7 +182,7 @@ def _report(name: str, runs_dir: Path, reports_dir: Path) -> None:
 def cmd_perf(args: argparse.Namespace) -> int:
     from tvr_convbench.bench.perf import main as perf_main
 
-    return perf_main(quick=args.quick, out=args.out)
+    return perf_main(quick=args.quick, out=args.out, runs_dir=args.runs_dir, sweep=args.sweep)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

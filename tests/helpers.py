@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import weakref
 from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from tvr_convbench.bench import trainer
 from tvr_convbench.bench.evaluate import blockwise_similarity, cat_reps
+from tvr_convbench.bench.perf.probes import PeakMemory
 from tvr_convbench.methods import build_method
 from tvr_convbench.methods.parts.pooling import masked_mean_of_normalized
 
@@ -58,44 +56,7 @@ SCALE = 100.0  # the default logit scale
 
 
 # --- shared measuring tools ---------------------------------------------------------------------------------------
-class PeakMemory(TorchDispatchMode):
-    """Peak bytes of tensor storage created inside the ``with`` block and alive at the same time.
-
-    Every op output's storage is counted once from creation until its last tensor is garbage-collected; storages of
-    ``exclude`` (the cached reps passed in) are not intermediates and are skipped.
-    """
-
-    def __init__(self, exclude: tuple[torch.Tensor, ...] = ()) -> None:
-        super().__init__()
-        self.external = {t.untyped_storage().data_ptr() for t in exclude}
-        self.live: dict[int, list[int]] = {}  # data_ptr -> [nbytes, live tensors]
-        self.current = self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in self.external:
-                self._track(tensor)
-        self.peak = max(self.peak, self.current)
-        return out
-
-    def _track(self, tensor: torch.Tensor) -> None:
-        storage = tensor.untyped_storage()
-        key = storage.data_ptr()
-        if key not in self.live:
-            self.live[key] = [storage.nbytes(), 0]
-            self.current += storage.nbytes()
-        self.live[key][1] += 1
-        weakref.finalize(tensor, self._release, key)
-
-    def _release(self, key: int) -> None:
-        entry = self.live[key]
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.current -= entry[0]
-            del self.live[key]
-
-
+# PeakMemory: the one peak-memory probe, shared with ``bench perf`` (tvr_convbench.bench.perf.probes).
 def measured_similarity_peak(method, text, video) -> int:
     """Peak intermediate bytes of one ``method.similarity`` call on cached reps (no autograd)."""
     with torch.no_grad(), PeakMemory(exclude=(*text.values(), *video.values())) as peak:

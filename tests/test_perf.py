@@ -1,4 +1,4 @@
-"""The performance benchmark (``bench/perf.py``, ``python -m bench perf``) and the exactness of the fast scoring paths
+"""The performance benchmark (``bench/perf/``, ``tvr-convbench perf``) and the exactness of the fast scoring paths
 it measures (fixed-shape GEMM tiles of GLSCL, the folded AOSM of GLCCL, tiled AOSM evaluation, axis pooling)."""
 
 from __future__ import annotations
@@ -6,31 +6,38 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import tvr_convbench.methods.parts.aosm as aosm
+from tests.helpers import PeakMemory as HelpersPeakMemory
 from tests.helpers import feature_batch, perturb_head
 from tvr_convbench.bench.cli import main as cli_main
+from tvr_convbench.bench.config import SweepConfig, TrainerConfig, load_sweep
 from tvr_convbench.bench.evaluate import blockwise_similarity, cat_reps
-from tvr_convbench.bench.perf import (
-    QUICK,
+from tvr_convbench.bench.perf.harness import (
     EncodeCounter,
-    Shapes,
-    count_flops,
-    default_run,
+    evaluation_share,
+    evaluations_per_run,
     logged_eval_shares,
-    similarity_flops,
+    sweep_run,
 )
+from tvr_convbench.bench.perf.plan import QUICK, Shapes
+from tvr_convbench.bench.perf.probes import PeakMemory, count_flops
+from tvr_convbench.bench.perf.retrieval import similarity_flops
+from tvr_convbench.bench.perf.training import full_lr_step, measure_training
+from tvr_convbench.bench.trainer import Run, StepFunction
 from tvr_convbench.methods import build_method, list_methods
 from tvr_convbench.methods.glccl import guided_frame_scores, guided_frame_weights, guided_video
 from tvr_convbench.methods.glscl import pairwise_dots, quadratic_forms
 
 TRAINING_KEYS = {"ms_median", "ms_iqr", "samples_per_s", "flops_per_step", "gflops", "fraction_of_peak", "peak_bytes"}
 HARNESS_KEYS = {"step_ms", "compute_ms", "data_ms", "overhead_fraction", "eval_seconds", "eval_share"}
-HARNESS_KEYS |= {"texts_encoded_per_eval", "videos_encoded_per_eval", "val_items"}
+HARNESS_KEYS |= {"texts_encoded_per_eval", "videos_encoded_per_eval", "val_items", "evaluations"}
 RETRIEVAL_KEYS = {"points", "exponent", "flops_per_pair", "max_eval_block"}
 
 
@@ -46,16 +53,31 @@ def numbers(obj, path: str = ""):
         yield path, obj
 
 
+def counting(calls: Counter, key: str, fn):
+    """``fn`` (an unbound method), counting its calls under ``key``."""
+
+    def counted(self, *args, **kwargs):
+        calls[key] += 1
+        return fn(self, *args, **kwargs)
+
+    return counted
+
+
 @pytest.fixture(scope="module")
-def quick_bench(tmp_path_factory) -> tuple[dict, str]:
+def quick_bench(tmp_path_factory) -> tuple[dict, str, Counter]:
+    """The quick benchmark through the CLI, counting the trainer's ``StepFunction`` and ``Run.advance`` calls."""
     out = tmp_path_factory.mktemp("bench")
-    assert cli_main(["perf", "--quick", "--out", str(out)]) == 0
+    calls: Counter = Counter()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StepFunction, "__call__", counting(calls, "step", StepFunction.__call__))
+        patch.setattr(Run, "advance", counting(calls, "advance", Run.advance))
+        assert cli_main(["perf", "--quick", "--out", str(out)]) == 0
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
-    return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
+    return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text(), calls
 
 
 def test_quick_bench_writes_every_field(quick_bench):
-    result, _ = quick_bench
+    result, _, _ = quick_bench
     methods = set(list_methods())
     assert {"machine", "training", "harness", "retrieval", "targets", "plan"} <= result.keys()
     assert result["machine"]["peak_gflops"] > 0 and result["machine"]["threads"] >= 1
@@ -65,6 +87,7 @@ def test_quick_bench_writes_every_field(quick_bench):
     assert all(r.keys() >= TRAINING_KEYS for r in result["training"])
     assert {r["method"] for r in result["harness"]} == methods - {"random"}  # the default sweep's methods
     assert all(r.keys() >= HARNESS_KEYS for r in result["harness"])
+    assert {r["evaluations"] for r in result["harness"]} == {len(load_sweep("default").trainer.eval_steps())}
     for table, sizes in (("didemo", QUICK.sizes), ("proxy", (QUICK.proxy_n,))):
         rows = result["retrieval"][table]
         assert {r["method"] for r in rows} == methods
@@ -73,7 +96,7 @@ def test_quick_bench_writes_every_field(quick_bench):
 
 
 def test_quick_bench_numbers_are_finite_and_positive(quick_bench):
-    result, _ = quick_bench
+    result, _, _ = quick_bench
     leaves = list(numbers({k: v for k, v in result.items() if k != "plan"}))  # the plan holds settings
     assert leaves and all(math.isfinite(value) for _, value in leaves)
     zero_allowed = ("flops", "gflops", "fraction_of_peak", "flop_ratio", "peak_bytes")  # `random` has no GEMM
@@ -85,10 +108,18 @@ def test_quick_bench_numbers_are_finite_and_positive(quick_bench):
     for row in result["retrieval"]["didemo"]:
         assert (row["flops_per_pair"] > 0) == (row["method"] != "random"), row["method"]
     assert all(r["peak_bytes"] > 0 for r in result["training"] if r["method"] not in ("random", "meanp"))
+    assert all(0 < r["compute_ms"] < r["step_ms"] for r in result["harness"])
+
+
+def test_quick_bench_times_the_trainers_step_function_and_loop(quick_bench):
+    result, _, calls = quick_bench
+    per_training_row = QUICK.warmup + QUICK.max_reps + 2  # warm-up, timed repetitions, one FLOP count, one probe
+    assert calls["advance"] == len(result["harness"]) * (QUICK.warmup + QUICK.harness_steps)
+    assert calls["step"] == len(result["training"]) * per_training_row + calls["advance"]
 
 
 def test_quick_bench_markdown_has_the_targets_and_every_method(quick_bench):
-    result, markdown = quick_bench
+    result, markdown, _ = quick_bench
     assert "GFLOP/s" in markdown and "## Targets" in markdown
     for row in result["targets"]:
         assert row["name"] in markdown
@@ -99,7 +130,7 @@ def test_quick_bench_markdown_has_the_targets_and_every_method(quick_bench):
 
 
 def test_evaluation_encodes_each_item_once(tmp_path):
-    run = default_run("xclip", QUICK, tmp_path)
+    run = sweep_run("xclip", QUICK, tmp_path)
     run.tc = dataclasses.replace(run.tc, eval_batch_size=10, eval_block=16)  # several batches and blocks
     counter = EncodeCounter(run.method)
     metrics = run.evaluate("val")
@@ -132,18 +163,94 @@ def _first(rep: dict) -> dict:
     return {k: v[:1] for k, v in rep.items()}
 
 
+def write_logged_run(sweep_dir: Path, cfg, train_seconds: float) -> None:
+    """A finished run folder of the sweep runner's format: evaluations at steps 0 and 50 (2 s and 3 s), the last
+    training step at ``train_seconds``."""
+    run_dir = sweep_dir / cfg.run
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    (run_dir / "status").write_text("done\n")
+    rows = [(0, 0.0, "val", "t2v/R@1", 5.0), (0, 0.0, "time", "eval_seconds", 2.0)]
+    rows += [(0, 0.0, "time", "wall_seconds", 2.0), (50, train_seconds, "train", "loss", 1.0)]
+    rows += [(50, train_seconds, "val", "t2v/R@1", 9.0), (50, train_seconds, "time", "eval_seconds", 3.0)]
+    rows += [(50, train_seconds, "time", "wall_seconds", train_seconds + 5.0)]
+    key = f"{cfg.sweep},{cfg.run},{cfg.label},{cfg.seed}"
+    body = "".join(f"{key},{step},{seconds},{split},{metric},{value}\n" for step, seconds, split, metric, value in rows)
+    (run_dir / "metrics.csv").write_text("sweep,run,method,seed,step,train_seconds,split,metric,value\n" + body)
+
+
 def test_logged_eval_share_reads_the_run_log(tmp_path):
-    header = "sweep,run,method,seed,step,train_seconds,split,metric,value\n"
-    rows = [("0", "eval_seconds", 2.0), ("0", "wall_seconds", 2.5), ("50", "eval_seconds", 3.0)]
-    rows += [("50", "wall_seconds", 20.0), ("50", "loss", 1.0)]
-    for seed in (0, 1):
-        run = tmp_path / f"xclip-s{seed}"
-        run.mkdir()
-        body = "".join(f"default,xclip-s{seed},xclip,{seed},{s},1.0,{'train' if m == 'loss' else 'time'},{m},{v}\n"
-                       for s, m, v in rows)  # fmt: skip
-        (run / "metrics.csv").write_text(header + body)
-    assert logged_eval_shares(tmp_path) == {"xclip": pytest.approx(5.0 / 20.0)}
+    """Per method, the median over its finished runs of eval / (eval + train) (the analysis's ``run_costs``)."""
+    spec = load_sweep("default", ["trainer.max_steps=50", "trainer.val_every=50"]).to_dict()
+    spec["methods"] = [m for m in spec["methods"] if m["method"] == "xclip"]
+    sweep = SweepConfig.from_dict(spec)
+    sweep_dir = tmp_path / sweep.name
+    sweep_dir.mkdir()
+    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    for cfg, train_seconds in zip(sweep.runs(), (15.0, 45.0, 20.0)):  # shares 5/20, 5/50, 5/25
+        write_logged_run(sweep_dir, cfg, train_seconds)
+    assert logged_eval_shares(sweep_dir) == {"xclip": pytest.approx(5.0 / 25.0)}
     assert logged_eval_shares(Path(tmp_path / "missing")) == {}
+
+
+def test_evaluations_per_run_come_from_the_trainer_config():
+    tc = TrainerConfig(max_steps=1310, val_every=150)
+    assert evaluations_per_run(tc) == 10  # steps 0, 150, ..., 1200 and the last step, 1310
+    assert evaluations_per_run(load_sweep("didemo-frozen").trainer) == 10
+    row = {"method": "xclip", "evaluations": 10, "eval_seconds": 2.0, "max_steps": 1310, "step_ms": 100.0}
+    computed = evaluation_share(row, {}, "runs/default")
+    assert computed == {"eval_share": pytest.approx(20.0 / (20.0 + 131.0)), "eval_share_source": "computed"}
+    logged = evaluation_share(row, {"xclip": 0.25}, "runs/default")
+    assert logged == {"eval_share": 0.25, "eval_share_source": "run log (runs/default)"}
+
+
+def test_training_measurement_times_the_trainers_step_function(monkeypatch):
+    steps: list[int] = []
+    original = StepFunction.__call__
+
+    def counted(self, batch, step):
+        steps.append(step)
+        return original(self, batch, step)
+
+    monkeypatch.setattr(StepFunction, "__call__", counted)
+    tc = load_sweep("default").trainer
+    row = measure_training("meanp", QUICK.proxy, QUICK, tc)
+    assert len(steps) == QUICK.warmup + row["reps"] + 2  # warm-up, timed repetitions, one FLOP count, one probe
+    assert set(steps) == {full_lr_step(tc)} and 0 < full_lr_step(tc) < tc.max_steps
+
+
+# --- the memory probe ----------------------------------------------------------------------------------------
+def test_peak_memory_matches_a_hand_computed_peak():
+    outside = torch.ones(256)  # 1 KiB, created before the block: never counted
+    with PeakMemory() as probe:
+        a = outside * 2  # 1 KiB alive
+        b = a + 1  # 2 KiB
+        del a  # 1 KiB
+        view = outside.view(16, 16)  # a view of a tensor from before the block: no new memory
+        outside.add_(1)  # in place on a tensor from before the block: no new memory
+        b_rows = b.view(16, 16)  # a view of an intermediate: already counted
+        c = torch.empty(512)  # 1 KiB + 2 KiB = 3 KiB alive: the peak
+        del b, b_rows, c  # 0
+        total = view.sum()  # 4 bytes
+    assert probe.peak == 3 * 1024
+    assert probe.current == total.nbytes == 4
+
+
+def test_peak_memory_skips_parameters_and_counts_saved_activations():
+    layer = torch.nn.Linear(64, 64)  # 16 KiB weight: exists before the block (its transposed view is no new memory)
+    x = torch.randn(8, 64)
+    with PeakMemory() as probe:
+        y = layer(x).exp()  # linear output [8, 64] (2 KiB, freed after exp) and exp output [8, 64] (2 KiB)
+        loss = y.sum()  # 4 bytes
+        del y  # still alive: autograd saved exp's output for the backward
+        held = probe.current
+    assert probe.peak == 2 * 2048
+    assert held == 2048 + 4
+    del loss
+
+
+def test_tests_and_bench_share_one_memory_probe():
+    assert HelpersPeakMemory is PeakMemory
 
 
 # --- exactness of the fast paths -----------------------------------------------------------------------------
