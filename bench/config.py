@@ -70,6 +70,8 @@ class ValSchedule:
             raise ValueError("val_schedule.steps is empty (kind: steps needs a list of evaluation steps)")
         if any(s < 1 for s in self.steps) or len(set(self.steps)) != len(self.steps):
             raise ValueError(f"val_schedule.steps must be distinct positive steps, got {list(self.steps)}")
+        if self.steps and self.kind != "steps":
+            raise ValueError(f"val_schedule.steps is set but kind is {self.kind!r} (it would be ignored): kind: steps")
 
     def steps_within(self, max_steps: int, val_every: int) -> tuple[int, ...]:
         """The evaluation steps of a ``max_steps`` run: ascending, no duplicates, step 0 and the last included."""
@@ -204,13 +206,19 @@ class ReportConfig:
     bootstrap_seed: int = 0
     """seed of the bootstrap; every interval is a deterministic function of it, the data and the method label"""
     profile_max_ratio: float = 4.0
-    """largest ratio to the fastest method shown in performance profiles (AlgoPerf uses 4); above 1"""
+    """AlgoPerf's tau_max: ratios to the fastest above it are infinite, and the profile's score is its area over
+    [1, tau_max] / (tau_max - 1) (AlgoPerf uses 4); above 1"""
+    profile_points: int = 100
+    """points of the tau grid the profile and its score are evaluated on (AlgoPerf uses 100; at least 2)"""
     curve_points: int = 50
     """points of the common train-seconds grid the metric curves are interpolated onto (at least 2)"""
     loss_window: int = 0
     """moving-average window (optimizer steps) of the training-loss figure; 0 = max_steps // 50"""
     dpi: int = 150
     """resolution of the PNG figures (at least 50)"""
+    bench: str = "reports/bench/bench.json"
+    """the ``make bench`` results whose train-step times at DiDeMo shapes project each method's steps to target
+    onto DiDeMo (a projection, never mixed with the measured seconds; "" = none)"""
 
     def __post_init__(self) -> None:
         self._check_metric()
@@ -237,6 +245,7 @@ class ReportConfig:
             "bootstrap_seed": self.bootstrap_seed >= 0,
             "profile_max_ratio": self.profile_max_ratio > 1,
             "curve_points": self.curve_points >= 2,
+            "profile_points": self.profile_points >= 2,
             "loss_window": self.loss_window >= 0,
             "dpi": self.dpi >= 50,
         }
@@ -501,14 +510,17 @@ def _targets(raw: dict, where: str) -> TargetsConfig:
 
 
 def _seeds(raw: dict, where: str) -> list[int]:
-    seeds = coerce(raw.get("seeds", [0]), list[int], f"{where}: seeds")
+    """The scored seeds: plain distinct integers in [0, 2**32), checked in linear time (a sweep may list many)."""
+    seeds = raw.get("seeds", [0])
+    if not (isinstance(seeds, list) and set(map(type, seeds)) <= {int}):  # plain ints need no per-item check
+        seeds = coerce(seeds, list[int], f"{where}: seeds")  # names the first bad item
     if not seeds:
         raise ConfigError(f"{where}: seeds is empty")
-    duplicates = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)  # linear in the seeds
-    if duplicates:
+    if len(set(seeds)) < len(seeds):
+        duplicates = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
         raise ConfigError(f"{where}: seeds collide: {duplicates} listed more than once")
-    out_of_range = sorted({s for s in seeds if not 0 <= s < 2**32})
-    if out_of_range:
+    if min(seeds) < 0 or max(seeds) >= 2**32:
+        out_of_range = sorted({s for s in seeds if not 0 <= s < 2**32})
         raise ConfigError(f"{where}: seeds must be in [0, 2**32) (NumPy and Lightning seeds), got {out_of_range}")
     return seeds
 

@@ -9,18 +9,26 @@ import pandas as pd
 import pytest
 
 from tvr_convbench.bench.analysis.stats import (
+    algoperf_profile,
+    algoperf_ratios,
     bootstrap_intervals,
     iqm,
     median,
-    performance_profile,
-    performance_ratios,
+    median_coverage,
+    median_interval,
+    min_seeds_for_median_interval,
+    order_statistic_rank,
+    probability_intervals,
     probability_of_improvement,
     profile_score,
     rng_for,
     stratified_resamples,
+    workload_times,
 )
-from tvr_convbench.bench.analysis.targets import best_of, first_reach, normalised_auc, run_table, target_table
-from tvr_convbench.bench.config import ReportConfig
+from tvr_convbench.bench.analysis.targets import best_of, first_reach, interpolated_reach, normalised_auc, run_table
+from tvr_convbench.bench.config import ReportConfig, TargetsConfig
+from tvr_convbench.bench.targets import posthoc_targets, reference_value, target_values
+from tvr_convbench.bench.typed import from_mapping
 
 INF = math.inf
 
@@ -68,26 +76,58 @@ def curves_frame(bests: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "seed", "run", "step", "train_seconds", "value"])
 
 
-def test_targets_from_the_best_run_or_the_best_method_median():
-    curves = curves_frame({"a": [50, 40, 30], "b": [45, 44]})  # best of any run 50; medians 40 and 44.5
-    best = target_table(ReportConfig(targets=(0.5, 0.9)), curves)
-    assert list(best["target"]) == ["50%", "90%"]
-    np.testing.assert_allclose(best["value"], [25.0, 45.0])
-    median_best = target_table(ReportConfig(targets=(0.5,), reference="median_best"), curves)
-    np.testing.assert_allclose(median_best["value"], [22.25])
-    absolute = target_table(ReportConfig(absolute_targets=(30, 44.5)), curves)
-    assert list(absolute["target"]) == ["≥30", "≥44.5"]
-    np.testing.assert_allclose(absolute["value"], [30.0, 44.5])
+def test_targets_from_the_reference_runs_by_rule():
+    bests = {"a-s0": 50.0, "a-s1": 40.0, "a-s2": 30.0, "b-s0": 45.0, "b-s1": 44.0}  # medians 40 and 44.5
+    labels = {run: run.split("-")[0] for run in bests}
+    assert reference_value(bests, labels, "best", "t2v/R@1") == 50.0
+    assert reference_value(bests, labels, "median_best", "t2v/R@1") == 44.5
+    fraction = TargetsConfig(source="reference", seeds=(9,), rule="fraction", fractions=(0.5, 0.9))
+    np.testing.assert_allclose(target_values(fraction, 50.0, None), [25.0, 45.0])
+    gain = TargetsConfig(source="reference", seeds=(9,), rule="gain", fractions=(0.5, 0.9))
+    np.testing.assert_allclose(target_values(gain, 50.0, 20.0), [35.0, 47.0])  # floor + f (ref - floor)
+    failed = {**bests, "c-s0": -INF}  # a failed reference run is the worst value, never dropped
+    assert reference_value(failed, {**labels, "c-s0": "c"}, "median_best", "t2v/R@1") == 44.5
+    lower = reference_value({"a-s0": 9.0, "a-s1": 7.0}, {"a-s0": "a", "a-s1": "a"}, "median_best", "t2v/MdR")
+    assert lower == 8.0
+
+
+def test_posthoc_targets_are_fractions_of_the_best_scored_run():
+    targets = posthoc_targets("t2v/R@1", (0.5, 0.9), {"a-s0": 50.0, "b-s0": 40.0, "c-s0": -INF})
+    assert targets.labels == ["50%", "90%"] and targets.source == "posthoc"
+    np.testing.assert_allclose(targets.values, [25.0, 45.0])
 
 
 def test_run_table_keeps_censored_runs():
     curves = curves_frame({"a": [50, 20]})
-    targets = target_table(ReportConfig(absolute_targets=(30,)), curves)
+    targets = pd.DataFrame({"target": ["≥30"], "fraction": [np.nan], "value": [30.0]})
     table = run_table(curves, targets, max_steps=10, higher=True)
     assert list(table["steps_to_target"]) == [10, INF]
     assert list(table["seconds_to_target"]) == [1.0, INF]
     assert list(table["reached"]) == [True, False]
     np.testing.assert_allclose(table["auc"], [25.0, 10.0])  # 0.5 * 10 * best / 10
+
+
+def test_interpolated_crossing_between_the_bracketing_evaluations():
+    steps, seconds = np.array([0.0, 10, 20, 30]), np.array([0.0, 2.0, 4.0, 6.0])
+    values = np.array([10.0, 20, 40, 35])
+    to_steps, to_seconds = interpolated_reach(steps, seconds, values, np.array([30.0, 20, 5, 41]), higher=True)
+    np.testing.assert_allclose(to_steps, [15, 10, 0, INF])  # 30 lies half-way from 20 (step 10) to 40 (step 20)
+    np.testing.assert_allclose(to_seconds, [3.0, 2.0, 0.0, INF])  # a crossing at step 0 is at 0; 41 is never met
+    lower, _ = interpolated_reach(steps, seconds, np.array([50.0, 40, 20, 10]), np.array([30.0]), higher=False)
+    np.testing.assert_allclose(lower, [15])  # rank metrics cross downwards
+    first, _ = first_reach(steps, seconds, values, np.array([30.0]), higher=True)
+    assert first[0] == 20 and to_steps[0] <= first[0]  # the primary reading is the evaluation at or after it
+
+
+def test_failed_runs_are_misses_with_the_worst_best_value():
+    curves = curves_frame({"a": [50]})
+    targets = pd.DataFrame({"target": ["50%"], "fraction": [0.5], "value": [25.0]})
+    failed = pd.DataFrame({"method": ["a"], "seed": [1], "run": ["a-s1"]})
+    table = run_table(curves, targets, 10, True, failed)
+    row = table.set_index("run").loc["a-s1"]
+    assert row["steps_to_target"] == INF and row["seconds_interpolated"] == INF and not row["reached"]
+    assert row["best"] == -INF and math.isnan(row["best_step"])
+    assert iqm(np.array([50.0, 48, 47, 46, -INF])) == pytest.approx(47.0)  # n=5: trimmed as the worst, not the best
 
 
 # ------------------------------------------------------------------------------------------ aggregates
@@ -152,28 +192,74 @@ def test_probability_of_improvement_counts_ties_as_half():
     assert probability_of_improvement(np.array([INF]), np.array([INF])) == 0.5
 
 
-# ------------------------------------------------------------------------------------------ profiles
+# ------------------------------------------------------------------------------------------ intervals
 
 
-def test_performance_profile_values():
-    times = np.array([[10.0, 20], [30, 15], [INF, 40], [INF, INF]])  # cases x methods (A, B)
-    ratios = performance_ratios(times)
-    np.testing.assert_array_equal(ratios, [[1, 2], [2, 1], [INF, 1], [INF, INF]])
-    profile = performance_profile(times, np.array([1.0, 1.5, 2.0, 4.0]))
-    np.testing.assert_allclose(profile[:, 0], [0.25, 0.25, 0.5, 0.5])
-    np.testing.assert_allclose(profile[:, 1], [0.5, 0.5, 0.75, 0.75])
-    taus = np.linspace(1.0, 4.0, 601)
-    scores = profile_score(performance_profile(times, taus), taus)
-    np.testing.assert_allclose(scores, [(0.25 * 1 + 0.5 * 2) / 3, (0.5 * 1 + 0.75 * 2) / 3], atol=1e-3)
+@pytest.mark.parametrize("n", [5, 10, 20])
+def test_order_statistic_interval_covers_the_median_at_least_as_promised(n):
+    rng = np.random.default_rng(n)
+    covered, trials = 0, 4000
+    for _ in range(trials):
+        sample = rng.exponential(size=n)  # a skewed distribution, true median ln 2
+        _, lower, upper = median_interval(sample, 0.95)
+        lower, upper = (-INF, INF) if math.isnan(lower) else (lower, upper)  # none exists: nothing is claimed
+        covered += lower <= math.log(2) <= upper
+    assert covered / trials >= 0.95 - 0.01  # 0.01 = three standard errors of the simulation
+    rank = order_statistic_rank(n, 0.95)
+    assert (rank is None) == (n < 6) and min_seeds_for_median_interval(0.95) == 6
+    if rank is not None:
+        assert median_coverage(n, rank) >= 0.95 and median_coverage(n, rank + 1) < 0.95
 
 
-def test_performance_ratios_with_zero_times_and_missing_runs():
-    np.testing.assert_array_equal(performance_ratios(np.array([[0.0, 5.0], [0.0, 0.0]])), [[1, INF], [1, 1]])
-    times = np.array([[10.0, np.nan], [10.0, 20.0]])  # method B has no run for the first case
-    ratios = performance_ratios(times)
-    assert ratios[0, 0] == 1 and np.isnan(ratios[0, 1]) and ratios[1, 1] == 2
-    profile = performance_profile(times, np.array([1.0, 2.0]))
-    np.testing.assert_allclose(profile, [[1.0, 0.0], [1.0, 1.0]])  # B's fraction is over its one case
+def test_order_statistic_interval_values():
+    point, lower, upper = median_interval(np.array([5.0, 1, 3, 2, 4, 6]), 0.95)  # n=6: x(1), x(6) (96.9%)
+    assert (point, lower, upper) == (3.5, 1.0, 6.0)
+    point, lower, upper = median_interval(np.array([1.0, 2, 3, 4, INF]), 0.95)  # n=5: none at 95%
+    assert point == 3.0 and math.isnan(lower) and math.isnan(upper)
+    values = np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 9, INF])  # n=10: x(2), x(9)
+    assert median_interval(values, 0.95)[1:] == (2.0, 9.0)
+
+
+def test_probability_intervals_per_target_and_their_mean():
+    x = np.array([[1.0, 10], [2, 20], [3, 30]])  # X is always sooner on target 0, never on target 1
+    y = np.array([[4.0, 5], [5, 6], [6, 7]])
+    point, lower, upper = probability_intervals(x, y, 2000, 0.95, rng_for(0))
+    np.testing.assert_allclose(point, [1.0, 0.0, 0.5])
+    np.testing.assert_allclose(lower[:2], [1.0, 0.0])
+    np.testing.assert_allclose(upper[:2], [1.0, 0.0])
+    assert lower[2] == upper[2] == 0.5  # each resample keeps a run's targets together: the mean is exactly 0.5
+    point, lower, upper = probability_intervals(x[:1], y, 100, 0.95, rng_for(0))
+    assert np.isnan(lower).all()  # one run on a side: no interval
+
+
+# ------------------------------------------------------------------------------------------ AlgoPerf profile
+
+
+def test_algoperf_profile_reproduces_a_hand_computed_example():
+    """Methods A, B, C on two workloads, three seeds each. Per workload the median over seeds first (AlgoPerf's
+    ``np.median`` of the studies): W1 A 20, B 50, C inf; W2 A inf, B 70, C 300. A median above 4x the fastest is
+    infinite (C on W2: 300 > 280). Ratios: W1 A 1, B 2.5; W2 B 1. rho_A = 1/2 for tau >= 1; rho_B = 1/2 from 1,
+    1 from 2.5; rho_C = 0. Scores over [1, 4] / 3: A 0.5, B (0.5 * 3 + 0.5 * 1.5) / 3 = 0.75, C 0."""
+    times = np.array([
+        [[10, 20, 30], [100, INF, INF]],
+        [[40, 50, INF], [60, 70, 80]],
+        [[INF, INF, 90], [200, 300, 400]],
+    ], dtype=float)  # [M, W, S]  # fmt: skip
+    medians = workload_times(times)
+    np.testing.assert_array_equal(medians, [[20, INF], [50, 70], [INF, 300]])
+    ratios = algoperf_ratios(medians, 4.0)
+    np.testing.assert_array_equal(ratios, [[1, INF], [2.5, 1], [INF, INF]])
+    taus = np.linspace(1.0, 4.0, 3001)
+    profile = algoperf_profile(ratios, taus)  # [K, M]
+    assert profile[0].tolist() == [0.5, 0.5, 0.0] and profile[-1].tolist() == [0.5, 1.0, 0.0]
+    np.testing.assert_allclose(profile_score(profile, taus), [0.5, 0.75, 0.0], atol=1e-3)
+    coarse = np.linspace(1.0, 4.0, 100)  # AlgoPerf's own grid: the step at 2.5 is resolved to the grid spacing
+    np.testing.assert_allclose(profile_score(algoperf_profile(ratios, coarse), coarse), [0.5, 0.75, 0.0], atol=0.01)
+
+
+def test_algoperf_ratios_edge_cases():
+    np.testing.assert_array_equal(algoperf_ratios(np.array([[0.0], [0.0], [5.0]])), [[1], [1], [INF]])
+    np.testing.assert_array_equal(algoperf_ratios(np.array([[INF], [INF]])), [[INF], [INF]])  # nobody met it
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -182,17 +268,14 @@ def test_performance_ratios_with_zero_times_and_missing_runs():
 @pytest.mark.parametrize(
     ("mapping", "field"),
     [
-        ({"targets": [1.5]}, "targets"),
-        ({"targets": []}, "targets"),
         ({"metric": "t2v/R1"}, "metric"),
-        ({"metric": "t2v/MdR"}, "absolute_targets"),
-        ({"absolute_targets": []}, "absolute_targets"),
-        ({"reference": "mean"}, "reference"),
         ({"aggregate": "mean"}, "aggregate"),
         ({"confidence": 1.0}, "confidence"),
         ({"bootstrap_reps": True}, "bootstrap_reps"),
         ({"profile_max_ratio": 1}, "profile_max_ratio"),
+        ({"profile_points": 1}, "profile_points"),
         ({"colour": "red"}, "colour"),
+        ({"targets": [0.5]}, "targets"),  # targets moved to their own section
     ],
 )
 def test_report_config_names_the_bad_field(mapping, field):
@@ -200,7 +283,26 @@ def test_report_config_names_the_bad_field(mapping, field):
         ReportConfig.from_mapping(mapping)
 
 
-def test_report_config_from_yaml_lists():
-    cfg = ReportConfig.from_mapping({"metric": "v2t/MnR", "absolute_targets": [20, 10], "targets": [0.5]})
-    assert cfg.absolute_targets == (20, 10) and cfg.targets == (0.5,) and not cfg.higher_is_better
+@pytest.mark.parametrize(
+    ("mapping", "field"),
+    [
+        ({"fractions": [1.5]}, "fractions"),
+        ({"fractions": []}, "fractions"),
+        ({"source": "absolute"}, "values"),
+        ({"source": "reference"}, "seeds"),
+        ({"rule": "ratio"}, "rule"),
+        ({"reference": "mean"}, "reference"),
+        ({"source": "reference", "seeds": [3, 3]}, "seeds"),
+    ],
+)
+def test_targets_config_names_the_bad_field(mapping, field):
+    with pytest.raises(ValueError, match=field):
+        from_mapping(TargetsConfig, mapping, "targets")
+
+
+def test_report_config_from_yaml():
+    cfg = ReportConfig.from_mapping({"metric": "v2t/MnR", "bootstrap_reps": 200})
+    assert cfg.bootstrap_reps == 200 and not cfg.higher_is_better
     assert ReportConfig.from_mapping(None) == ReportConfig()
+    targets = from_mapping(TargetsConfig, {"source": "absolute", "values": [20, 10]}, "targets")
+    assert targets.values == (20, 10)

@@ -75,8 +75,9 @@ def curve_figure(
     return fig
 
 
-def loss_figure(losses: pd.DataFrame, styles: dict, note: str) -> Figure:
-    """Training loss and every logged loss part vs step, one panel per loss key, one line per method."""
+def loss_figure(losses: pd.DataFrame, styles: dict, note: str, title: str = "training loss") -> Figure:
+    """Training loss and every logged loss part vs step (or any per-step training curves, e.g. the in-batch
+    recall), one panel per metric key, one line per method."""
     keys = sorted(losses["metric"].unique(), key=lambda k: (k != "loss", k))
     cols = max(1, min(3, len(keys)))
     rows = max(1, -(-len(keys) // cols))
@@ -95,16 +96,17 @@ def loss_figure(losses: pd.DataFrame, styles: dict, note: str) -> Figure:
     if keys:
         axes[0].legend(fontsize=7)
     else:
-        axes[0].text(0.5, 0.5, "no training loss logged", ha="center", va="center", transform=axes[0].transAxes)
-    fig.suptitle(f"training loss\n{note}", fontsize=9)
+        axes[0].text(0.5, 0.5, f"no {title} logged", ha="center", va="center", transform=axes[0].transAxes)
+    fig.suptitle(f"{title}\n{note}", fontsize=9)
     return fig
 
 
-def _interval_row(ax: Axes, y: float, row: pd.Series, edge: float, style: dict) -> None:
-    """One method's median and interval on a time-to-target panel; +inf drawn at ``edge`` and labelled ∞."""
-    point = edge if np.isinf(row["point"]) else row["point"]
+def _interval_row(ax: Axes, y: float, row: pd.Series, edge: float, style: dict, floor: float = 0.0) -> None:
+    """One method's median and interval on a time-to-target panel; +inf drawn at ``edge`` and labelled ∞, values
+    below ``floor`` (a log axis cannot show 0) drawn at it."""
+    point = edge if np.isinf(row["point"]) else max(row["point"], floor)
     if not np.isnan(row["lower"]):
-        lower, upper = min(row["lower"], edge), min(row["upper"], edge)
+        lower, upper = max(min(row["lower"], edge), floor), max(min(row["upper"], edge), floor)
         ax.plot([lower, upper], [y, y], color=style["color"], linestyle=style["linestyle"], linewidth=2)
     ax.plot([point], [y], marker=style["marker"], color=style["color"], markersize=7, linestyle="none")
     if np.isinf(row["point"]) or np.isinf(row["upper"]):
@@ -122,31 +124,50 @@ def time_to_target_figure(ttt: pd.DataFrame, budgets: dict[str, float], styles: 
         note: subtitle.
     """
     medians = ttt[ttt["statistic"] == "median"]
+    if "reading" in medians:
+        medians = medians[medians["reading"] == "first"]
     targets, methods = list(dict.fromkeys(medians["target"])), list(dict.fromkeys(medians["method"]))
     rows = [(t, m) for t in targets for m in methods]
     fig = Figure(figsize=(10.0, 0.24 * len(rows) + 1.6), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, axis in zip(axes, ("steps", "seconds")):
-        edge = CENSORED_AT * max(budgets[axis], 1e-9)
         panel = medians[medians["axis"] == axis].set_index(["target", "method"])
-        for y, key in enumerate(rows):
-            if key in panel.index:
-                _interval_row(ax, y, panel.loc[key], edge, styles[key[1]])
+        _time_panel(ax, axis, panel, rows, budgets[axis], styles)
         for block in range(1, len(targets)):
             ax.axhline(block * len(methods) - 0.5, color="0.6", linewidth=0.6)
-        ax.axvline(budgets[axis], color="0.5", linestyle=":", linewidth=0.8)
-        ax.set(xlim=(0, edge * 1.06), xlabel="optimizer steps" if axis == "steps" else "train seconds")
-        ax.grid(axis="x", alpha=0.3)
     labels = [f"{target}  {method}" for target, method in rows]
     axes[0].set(yticks=range(len(rows)), yticklabels=labels, ylim=(len(rows) - 0.5, -0.5))
     axes[0].tick_params(axis="y", labelsize=7)
-    title = "time to target (median; dotted line = step budget / longest run's train seconds; ∞ = missed)"
+    title = (
+        "time to target (median; dotted line = step budget / longest run's train seconds; ∞ = missed; "
+        "seconds on a log axis)"
+    )
     fig.suptitle(f"{title}\n{note}", fontsize=9)
     return fig
 
 
+def _time_panel(ax: Axes, axis: str, panel: pd.DataFrame, rows: list, budget: float, styles: dict) -> None:
+    """One panel of the time-to-target figure: steps on a linear axis, train seconds on a log axis (their
+    spread across methods spans orders of magnitude)."""
+    edge = CENSORED_AT * max(budget, 1e-9)
+    finite = panel[["point", "lower", "upper"]].to_numpy(dtype=float)
+    positive = finite[np.isfinite(finite) & (finite > 0)]
+    floor = float(positive.min()) / 2 if axis == "seconds" and len(positive) else 0.0
+    for y, key in enumerate(rows):
+        if key in panel.index:
+            _interval_row(ax, y, panel.loc[key], edge, styles[key[1]], floor)
+    ax.axvline(budget, color="0.5", linestyle=":", linewidth=0.8)
+    if axis == "seconds" and floor > 0:
+        ax.set_xscale("log")
+        ax.set(xlim=(floor / 1.5, edge * 1.5), xlabel="train seconds (log)")
+    else:
+        ax.set(xlim=(0, edge * 1.06), xlabel="optimizer steps" if axis == "steps" else "train seconds")
+    ax.grid(axis="x", alpha=0.3)
+
+
 def profile_figure(profile: pd.DataFrame, styles: dict, note: str) -> Figure:
-    """Performance profiles for steps and train seconds: fraction of (target, seed) cases within tau x fastest."""
+    """AlgoPerf performance profiles for steps and train seconds: the fraction of workloads (targets) a method
+    meets within tau times the fastest method's median."""
     fig = Figure(figsize=(9.0, 3.8), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, axis in zip(axes, ("steps", "seconds")):
@@ -163,7 +184,7 @@ def profile_figure(profile: pd.DataFrame, styles: dict, note: str) -> Figure:
             )
         ax.set(xlabel=f"tau (ratio to the fastest, {axis})", title=f"performance profile: {axis}", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("fraction of (target, seed) cases")
+    axes[0].set_ylabel("fraction of workloads (targets)")
     axes[0].legend(fontsize=8)
     fig.suptitle(note, fontsize=9)
     return fig

@@ -8,10 +8,12 @@ format, columns ``COLUMNS``). ``results.csv`` (all runs concatenated) is only a 
 ``metrics.csv`` is missing. A run whose trainer settings differ from the sweep's (a per-method override, or a
 config changed under it) breaks the one-protocol rule and is flagged.
 
-Nothing is dropped silently: every missing, failed, still-running, unknown, duplicated or inconsistent item becomes
-a message in ``SweepLog.warnings`` (also emitted with ``warnings.warn``). Only runs whose status is ``done`` and
-that have validation evaluations of the report metric enter the statistics; every planned run stays listed in
-``SweepLog.runs`` with its status, so a failed run is reported as failed, never as a slow one.
+Nothing is dropped silently: every missing, failed, diverged, still-running, unknown, duplicated or inconsistent
+item becomes a message in ``SweepLog.warnings`` (also emitted with ``warnings.warn``). Finished runs enter the
+statistics: ``done`` and ``diverged`` ones with their curves (a diverged run's stops where it diverged), ``failed``
+ones as misses of every target (``included``); a run still running, missing, of unknown status, or done with an
+unreadable log stays out and is listed. Every planned run of the phase (``scored`` by default, or the
+``reference`` runs that fixed the targets) stays listed in ``SweepLog.runs`` with its status.
 """
 
 from __future__ import annotations
@@ -86,9 +88,20 @@ def read_sweep(sweep_dir: Path) -> SweepConfig:
     return SweepConfig.from_file(path)
 
 
-def planned_runs(sweep: SweepConfig) -> pd.DataFrame:
-    """The runs ``sweep.yaml`` asks for, in sweep order: run, label, method, seed."""
-    rows = [(cfg.run, cfg.label, cfg.method, cfg.seed) for cfg in sweep.runs()]
+PHASES = ("scored", "reference")
+ANALYSED = ("done", "diverged", "failed")
+"""statuses that enter the statistics (failed: as misses)"""
+
+
+def phase_runs(sweep: SweepConfig, phase: str) -> list[RunConfig]:
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r} (one of {PHASES})")
+    return sweep.scored_runs() if phase == "scored" else sweep.reference_runs()
+
+
+def planned_runs(runs: list[RunConfig]) -> pd.DataFrame:
+    """The planned runs of one phase, in sweep order: run, label, method, seed."""
+    rows = [(cfg.run, cfg.label, cfg.method, cfg.seed) for cfg in runs]
     return pd.DataFrame(rows, columns=["run", "label", "method", "seed"])
 
 
@@ -245,13 +258,23 @@ def inclusion_note(run: str, status: str, val_steps: np.ndarray, max_steps: int,
         "missing": f"{run}: planned in sweep.yaml but its folder does not exist (missing run)",
         "unknown": f"{run}: no status file; not analysed (cannot tell whether it finished)",
         "running": f"{run}: still running (last val evaluation: {last} of {max_steps}); not analysed",
-        "failed": f"{run}: FAILED ({traceback}); not analysed, listed as failed (not as a slow run)",
     }
     if status in reasons:
         return reasons[status]
-    if status != "done":
+    if status not in ANALYSED:
         return f"{run}: unrecognised status {status!r}; not analysed"
-    return None if len(val_steps) else f"{run}: done but has no val evaluations of the report metric; not analysed"
+    if status == "done" and not len(val_steps):
+        return f"{run}: done but has no readable val evaluations of the report metric; not analysed"
+    return None
+
+
+def status_note(run: str, status: str, traceback: str) -> str | None:
+    """The warning for a run that enters the statistics as a (partial) miss."""
+    if status == "failed":
+        return f"{run}: FAILED ({traceback}); counted as a miss of every target and the worst best value"
+    if status == "diverged":
+        return f"{run}: DIVERGED ({traceback}); a miss of every target it had not met before"
+    return None
 
 
 def run_rows(run_dir: Path, entry: Any, status: str, sweep: str, fallback: _ResultsFallback, notes: list[str]):
@@ -274,12 +297,17 @@ def load_run(
     """One planned run (its config ``cfg``) -> (its status row, its validated rows or None)."""
     run_dir = sweep_dir / entry.run
     status = read_status(run_dir)
-    traceback = last_traceback_line(run_dir) if status == "failed" else ""
-    frame = run_rows(run_dir, entry, status, cfg.sweep, fallback, notes)
+    traceback = last_traceback_line(run_dir) if status in ("failed", "diverged") else ""
+    frame = run_rows(run_dir, entry, status, cfg.sweep, fallback, notes) if status != "failed" else None
     is_val = (frame["split"] == "val") & (frame["metric"] == metric) if frame is not None else None
     val_steps = frame.loc[is_val, "step"].to_numpy() if frame is not None else np.array([], dtype=int)
     reason = inclusion_note(entry.run, status, val_steps, cfg.trainer.max_steps, traceback)
-    notes.extend([reason] if reason else protocol_notes(entry.run, val_steps, frame, cfg.trainer))
+    if reason:
+        notes.append(reason)
+    elif status == "done":
+        notes.extend(protocol_notes(entry.run, val_steps, frame, cfg.trainer))
+    else:
+        notes.append(status_note(entry.run, status, traceback))
     row = entry._asdict() | {"status": status, "included": reason is None, "evaluations": len(val_steps)}
     row |= {"last_step": int(val_steps.max()) if len(val_steps) else None, "traceback": traceback}
     return row, frame
@@ -315,22 +343,40 @@ def empty_metrics() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=float if c in ("train_seconds", "value") else object) for c in COLUMNS})
 
 
-def load_sweep(sweep_dir: Path | str, metric: str = "t2v/R@1") -> SweepLog:
-    """Read and validate ``runs/<sweep>/``; every problem becomes a warning (see the module docstring)."""
+def load_sweep(sweep_dir: Path | str, metric: str = "t2v/R@1", phase: str = "scored") -> SweepLog:
+    """Read and validate the runs of one phase of ``runs/<sweep>/``; every problem becomes a warning (see the
+    module docstring)."""
     sweep_dir = Path(sweep_dir)
     sweep, notes = read_sweep(sweep_dir), []
-    plan, fallback = planned_runs(sweep), _ResultsFallback(SweepPaths(sweep_dir).results)
-    configs = {cfg.run: run_config(sweep_dir / cfg.run, cfg, notes) for cfg in sweep.runs()}
+    planned = phase_runs(sweep, phase)
+    plan, fallback = planned_runs(planned), _ResultsFallback(SweepPaths(sweep_dir).results)
+    configs = {cfg.run: run_config(sweep_dir / cfg.run, cfg, notes) for cfg in planned}
     notes += [note for cfg in configs.values() if (note := protocol_override_note(cfg, sweep))]
     loaded = [
         load_run(sweep_dir, entry, configs[entry.run], metric, fallback, notes)
         for entry in plan.itertuples(index=False)
     ]
     runs = pd.DataFrame([row for row, _ in loaded])
-    frames = [frame for row, frame in loaded if row["included"]]
+    frames = [frame for row, frame in loaded if row["included"] and frame is not None]
     metrics = pd.concat(frames, ignore_index=True) if frames else empty_metrics()
-    notes += unexpected_folders(sweep_dir, plan)
+    notes += unexpected_folders(sweep_dir, planned_runs(sweep.runs()))
     data = read_data_info(sweep_dir, list(plan["run"]), notes)
     for note in notes:
         warnings.warn(note, SweepLogWarning, stacklevel=2)
     return SweepLog(sweep_dir, sweep, configs, runs, metrics.astype({"seed": int}), data, tuple(notes))
+
+
+def read_benchmark(path: str, notes: list[str]) -> tuple[dict[str, float], str]:
+    """Train-step seconds per method at DiDeMo shapes from a ``make bench`` file, and its machine line; empty when
+    the file is absent or unreadable (with a note)."""
+    if not path:
+        return {}, ""
+    try:
+        result = json.loads(Path(path).read_text())
+        rows = [r for r in result["training"] if r.get("shapes") == "didemo"]
+        machine = result.get("machine", {})
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        notes.append(f"{path}: no benchmark to project DiDeMo costs from ({type(error).__name__})")
+        return {}, ""
+    line = f"{machine.get('cpu', '?')}, {machine.get('threads', '?')} threads, torch {machine.get('torch', '?')}"
+    return {str(r["method"]): float(r["ms_median"]) / 1e3 for r in rows}, line

@@ -1,7 +1,8 @@
 """``write_report(sweep_dir, out_dir)``: the only function of ``bench.analysis`` that writes files.
 
 It writes ``out_dir/report.md``, ``out_dir/figures/*.png`` and the tables as ``out_dir/*.csv``, each atomically
-(``datasets.files``: temporary file in the same folder, then ``os.replace``), so no reader sees a half-written file.
+(``tvr_convbench.core.files``: temporary file in the same folder, then ``os.replace``), so no reader sees a
+half-written file.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from matplotlib.figure import Figure
 
 from tvr_convbench.bench.analysis import aggregate, figures, tables
 from tvr_convbench.bench.analysis.document import render_report
+from tvr_convbench.bench.analysis.findings import finding_frame
 from tvr_convbench.bench.analysis.load import load_sweep
-from tvr_convbench.bench.analysis.pipeline import Analysis, analyse, read_report_config
+from tvr_convbench.bench.analysis.pipeline import Analysis, analyse, has_curves, read_report_config
 from tvr_convbench.core.files import atomic_write_bytes, atomic_write_text
 
 
@@ -45,20 +47,27 @@ def other_figures(analysis: Analysis, styles: dict) -> dict[str, tuple[Figure, s
     """Training loss, time-to-target intervals and the performance profile."""
     cfg, log = analysis.cfg, analysis.log
     window = cfg.loss_window or max(1, log.max_steps // 50)
-    losses = aggregate.loss_curves(log.metrics, window)
+    losses = aggregate.train_curves(log.metrics, window, "loss")
+    recall = aggregate.train_curves(log.metrics, window, "recall")
     loss_note = f"mean over seeds, trailing moving average over {window} steps"
     budgets = {"steps": float(log.max_steps), "seconds": float(analysis.curves["train_seconds"].max())}
-    ttt_note = f"{cfg.confidence:.0%} bootstrap CI over seeds" if analysis.max_runs > 1 else "one seed: no interval"
-    profile_note = f"cases = targets x seeds; tau up to {cfg.profile_max_ratio:g}"
+    ttt_note = (
+        f"{cfg.confidence:.0%} order-statistic interval over seeds"
+        if analysis.max_runs > 1
+        else "one seed: no interval"
+    )
+    profile_note = f"workloads = targets; median over seeds first; tau up to {cfg.profile_max_ratio:g}"
+    recall_fig = figures.loss_figure(recall, styles, loss_note, "in-batch training recall")
     return {
         "train_loss.png": (figures.loss_figure(losses, styles, loss_note), "training loss and loss parts vs step"),
+        "train_recall.png": (recall_fig, "in-batch training recall (the global batch, every step) vs step"),
         "time_to_target.png": (
             figures.time_to_target_figure(analysis.ttt, budgets, styles, ttt_note),
-            "median steps and train seconds to each target, with bootstrap intervals",
+            "median steps and train seconds to each target, with order-statistic intervals",
         ),
         "performance_profile.png": (
             figures.profile_figure(analysis.profile, styles, profile_note),
-            "performance profiles over (target, seed) cases",
+            "AlgoPerf performance profiles over workloads (targets)",
         ),
     }
 
@@ -76,6 +85,8 @@ def csv_tables(analysis: Analysis | None, runs: pd.DataFrame) -> dict[str, pd.Da
         "selection.csv": analysis.selection,
         "pairwise.csv": analysis.pairwise,
         "profile_scores.csv": analysis.profile_scores,
+        "findings.csv": finding_frame(analysis),
+        "projection.csv": analysis.projection,
     }
 
 
@@ -92,14 +103,16 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str) -> Path:
     sweep_dir, out_dir = Path(sweep_dir), Path(out_dir)
     cfg = read_report_config(sweep_dir)
     log = load_sweep(sweep_dir, cfg.metric)
-    analysis = analyse(log, cfg) if log.runs["included"].any() else None
+    reference = load_sweep(sweep_dir, cfg.metric, phase="reference") if log.sweep.reference_runs() else None
+    analysis = analyse(log, cfg) if has_curves(log) else None
     styles = figures.method_styles(log.labels)
     made = (curve_figures(analysis, styles) | other_figures(analysis, styles)) if analysis else {}
     for name, (fig, _) in made.items():
         save_figure(fig, out_dir / "figures" / name, cfg.dpi)
-    for name, frame in csv_tables(analysis, log.runs).items():
+    runs = log.runs if reference is None else pd.concat([reference.runs, log.runs], ignore_index=True)
+    for name, frame in csv_tables(analysis, runs).items():
         atomic_write_text(out_dir / name, frame.to_csv(index=False))
     captions = {f"figures/{name}": caption for name, (_, caption) in made.items()}
     path = out_dir / "report.md"
-    atomic_write_text(path, render_report(log, cfg, analysis, captions))
+    atomic_write_text(path, render_report(log, cfg, analysis, captions, reference))
     return path
