@@ -36,7 +36,15 @@ def describe_data(data: RetrievalDataModule, batch_size: int = 256, block: int =
 
 @torch.no_grad()
 def zero_shot_metrics(data: RetrievalDataModule, batch_size: int = 256, block: int = 256) -> dict[str, float]:
-    """All ten val metrics of zero-shot meanP on ``data`` (the floor common to every method)."""
+    """All ten val metrics of zero-shot meanP on ``data`` (the floor common to every method).
+
+    Building meanP and a backbone draws parameter inits from torch's global generator; inside a run that would
+    shift every later random draw (dropout masks), so the generator's state is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        return _zero_shot(data, batch_size, block)
+
+
+def _zero_shot(data: RetrievalDataModule, batch_size: int, block: int) -> dict[str, float]:
     method = build_method("meanp", **data.dims.as_kwargs()).eval()
     backbone = data.backbone().eval()
     n = len(data.split("val"))

@@ -7,6 +7,7 @@ bit-identically on CPU.
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -54,16 +55,31 @@ class DamagedCheckpoint(ValueError):
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The state saved at ``path``, fully read and checked before anything is restored from it."""
+    """The state saved at ``path``, fully read and checked before anything is restored from it; an unreadable file
+    (empty, truncated, random bytes, not a checkpoint of this harness) is a ``DamagedCheckpoint``."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
         if not isinstance(state, dict) or not {"model", "optimizer", "step", "clock", "rng"} <= set(state):
             raise ValueError("not a checkpoint of this harness")
+        if not isinstance(state["step"], int) or isinstance(state["step"], bool) or state["step"] < 0:
+            raise ValueError(f"its step is {state['step']!r}")
         return state
     except Exception as err:  # noqa: BLE001 - torch.load raises anything from EOFError to zipfile errors
-        raise DamagedCheckpoint(
-            f"{path}: unreadable checkpoint ({type(err).__name__}: {err or 'empty file'})"
-        ) from None
+        raise DamagedCheckpoint(f"{path}: unreadable checkpoint ({_why(path, err)})") from None
+
+
+def _why(path: Path, err: Exception) -> str:
+    """The reason in a few words: torch's texts span lines and suggest ``weights_only=False``, never an option."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+    except OSError:
+        pass
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = lines[0] if lines else ""
+    if isinstance(err, pickle.UnpicklingError) or len(detail) > 160:
+        detail = "not a torch checkpoint" if isinstance(err, pickle.UnpicklingError) else detail[:157] + "..."
+    return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
 
 
 def load_checkpoint(state: dict, model: nn.Module, optimizer: Any) -> tuple[int, dict]:

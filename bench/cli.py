@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--out", type=Path, default=Path("reports/bench"))
     perf.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run log root to read eval shares from")
     perf.add_argument("--sweep", default="default", help="the sweep whose protocol and run log are measured")
+    workspace = sub.add_parser(
+        "wandb-workspace",
+        help="the sweep's wandb workspace (saved with an account, else reports/<sweep>/wandb-workspace.json)",
+    )
+    workspace.add_argument("sweep", help="sweep name (its run log is runs/<sweep>/)")
+    _dirs(workspace)
+    workspace.add_argument("--entity", help="wandb entity to save to (default: the sweep's wandb.entity)")
+    workspace.add_argument("--no-save", action="store_true", help="only write the JSON definition")
     config = sub.add_parser("config", help="print the fully resolved sweep: every field, its default and its doc")
     config.add_argument("sweep", help="a shipped sweep name or a path to a sweep YAML")
     _overrides(config)
@@ -107,20 +115,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _sweep_summary(name: str, outcomes: list) -> int:
-    failed = [o for o in outcomes if o.status == "failed"]
-    diverged = [o for o in outcomes if o.status == "diverged"]
-    done = sum(o.status in ("done", "skipped") for o in outcomes)
-    print(f"sweep {name}: {done}/{len(outcomes)} runs done, {len(diverged)} diverged, {len(failed)} failed")
+    """The closing line; exit code 1 only when a run failed. A diverged run is a result (a censored miss, which a
+    rerun skips), not a failure: the sweep went on and the exit code stays 0, the line says how many."""
+    failed = [o for o in outcomes if o.result == "failed"]
+    diverged = [o for o in outcomes if o.result == "diverged"]
+    done = sum(o.result == "done" for o in outcomes)
+    counted = f", {len(diverged)} diverged (censored misses)" if diverged else ""
+    print(f"sweep {name}: {done}/{len(outcomes)} runs done, {len(failed)} failed{counted}")
     for outcome in failed + diverged:
         print(f"  {outcome.line}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tvr_convbench.bench.sweep import check_compatible, preflight, run_one
+    """One run: every check first (writing nothing), then, holding the run folder's lock, the run."""
+    from tvr_convbench.bench.sweep import changed_runs, check_compatible, preflight, run_one
     from tvr_convbench.bench.targets import check_targets_file
-    from tvr_convbench.core.files import atomic_write_yaml
-    from tvr_convbench.core.schema import SweepPaths
+    from tvr_convbench.core.files import atomic_write_yaml, check_unlocked, folder_lock
+    from tvr_convbench.core.schema import RunPaths, SweepPaths
 
     sweep = load_sweep(args.sweep, args.overrides)
     runs = {cfg.run: cfg for cfg in sweep.runs()}
@@ -130,27 +142,43 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"sweep {sweep.name!r} has no run {args.run!r}{suggest(args.run, runs)} ({', '.join(runs)})")
     sweep_dir = args.runs_dir / sweep.name
     cfg = runs[args.run]
-    check_compatible(sweep_dir, [cfg], args.restart_changed)
+    lock = RunPaths(sweep_dir / cfg.run).lock
+    check_unlocked(lock, "training process")
+    changed = [c.run for c, _ in changed_runs(sweep_dir, [cfg])]
+    if changed and not args.restart_changed:
+        check_compatible(sweep_dir, [cfg])  # raises the one-line mismatch error
     check_targets_file(sweep, sweep_dir)
     if cfg.phase == "scored" and sweep.targets.source == "reference" and not SweepPaths(sweep_dir).targets.exists():
         raise ConfigError(
             f"{args.run}: a scored run starts only after the targets are fixed ({SweepPaths(sweep_dir).targets} "
             f"is missing): train the reference runs, then `tvr-convbench targets {args.sweep}`"
         )
-    preflight(sweep, sweep_dir)
-    atomic_write_yaml(SweepPaths(sweep_dir).sweep, sweep.to_dict())
-    outcome = run_one(cfg, sweep_dir, progress=not args.no_progress)
+    preflight(sweep, sweep_dir, rerun=changed, planned=[cfg])
+    with folder_lock(lock, "training process"):
+        for run in check_compatible(sweep_dir, [cfg], args.restart_changed):
+            print(f"{run}: made with another config; wiped, rerun from scratch (--restart-changed)", flush=True)
+        atomic_write_yaml(SweepPaths(sweep_dir).sweep, sweep.to_dict())
+        outcome = run_one(cfg, sweep_dir, progress=not args.no_progress)
     print(outcome.line)
     return 1 if outcome.status == "failed" else 0
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
+    """Fix ``targets.json`` from the finished reference runs (exit 1 when they cannot fix it yet)."""
     from tvr_convbench.bench.sweep import fix_sweep_targets
     from tvr_convbench.bench.targets import TargetsError, check_targets_file
+    from tvr_convbench.core.schema import SweepPaths
 
     sweep = load_sweep(args.sweep, args.overrides)
     sweep_dir = args.runs_dir / sweep.name
+    path = SweepPaths(sweep_dir).targets
+    if sweep.targets.source == "posthoc":
+        print(f"sweep {sweep.name}: no targets section, the targets are post hoc (nothing to fix)")
+        return 0
     check_targets_file(sweep, sweep_dir)
+    if path.exists():
+        print(f"targets already fixed: {path}")
+        return 0
     try:
         fix_sweep_targets(sweep, sweep_dir)
     except TargetsError as err:
@@ -176,13 +204,19 @@ def _report(name: str, runs_dir: Path, reports_dir: Path) -> None:
     print(f"report: {path}")
     from tvr_convbench.bench.mirror_report import mirror_targets
 
-    mirror_targets(runs_dir / name)
+    mirror_targets(runs_dir / name, reports_dir / name)
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
     from tvr_convbench.bench.perf import main as perf_main
 
     return perf_main(quick=args.quick, out=args.out, runs_dir=args.runs_dir, sweep=args.sweep)
+
+
+def cmd_wandb_workspace(args: argparse.Namespace) -> int:
+    from tvr_convbench.bench.wandb_workspace import run_command
+
+    return run_command(args.sweep, args.runs_dir, args.reports_dir, entity=args.entity, save=not args.no_save)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -219,6 +253,7 @@ COMMANDS = {
     "report": cmd_report,
     "perf": cmd_perf,
     "config": cmd_config,
+    "wandb-workspace": cmd_wandb_workspace,
     "list": cmd_list,
     "data": cmd_data,
 }

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tvr_convbench.bench.export import SlurmConfig
 from tvr_convbench.bench.typed import YamlLoader, check_signature, coerce, from_mapping, load_yaml
 from tvr_convbench.core.errors import ConfigError, RegistryError
 from tvr_convbench.core.registry import suggest
@@ -354,6 +355,7 @@ class SweepConfig:
     wandb: WandbConfig
     report: ReportConfig = field(default_factory=ReportConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     source: str = ""
 
     def runs(self) -> list[RunConfig]:
@@ -420,7 +422,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-SWEEP_KEYS = ("name", "methods", "seeds", "data", "trainer", "wandb", "overrides", "report", "targets")
+SWEEP_KEYS = ("name", "methods", "seeds", "data", "trainer", "wandb", "overrides", "report", "targets", "slurm")
 RESOLVED_KEYS = tuple(k for k in SWEEP_KEYS if k != "overrides")
 
 
@@ -496,6 +498,7 @@ def _sections(raw: dict, where: str, default_name: str | None) -> dict[str, Any]
         "wandb": from_mapping(WandbConfig, raw.get("wandb", {}), f"{where}: wandb"),
         "report": from_mapping(ReportConfig, raw.get("report", {}), f"{where}: report"),
         "targets": _targets(raw, where),
+        "slurm": from_mapping(SlurmConfig, raw.get("slurm", {}), f"{where}: slurm"),
     }
 
 

@@ -1,45 +1,108 @@
-"""``python -m bench sweep <sweep> --export {wandb,slurm}``: the same sweep, run across machines.
+"""``tvr-convbench sweep <sweep> --export {wandb,slurm}``: the same sweep, run across machines.
 
-Both exports run this harness's own ``python -m bench train <sweep> --run <run>`` once per run (methods x seeds x
-overrides, the names ``SweepConfig.runs()`` gives) on the shared run folders under ``--runs-dir``, so they keep the
-local runner's rules: a run already ``done`` is skipped, an unfinished one resumes from its checkpoint, a failed one
-is retried, and ``python -m bench report <sweep>`` builds the report from the run log afterwards. ``<sweep>`` is a
-frozen copy of the resolved sweep, ``<runs-dir>/<sweep>/exported-sweep.yaml`` (the file's settings with any ``--set``
-applied; a resolved sweep loads back to itself), so every node runs the same config even if the source file
-changes later, and the local runner can finish the same sweep from it.
+Both exports run this harness's console entry point, ``<bin>/tvr-convbench train <sweep> --run <run>`` (the
+``tvr-convbench`` beside ``sys.executable``, absolute), once per run (the names ``SweepConfig.runs()`` gives) on the
+shared run folders under ``--runs-dir``, so they keep the local runner's rules: a run already ``done`` is skipped,
+an unfinished one resumes from its checkpoint, a failed one is retried, and ``tvr-convbench report <sweep>`` builds
+the report from the run log afterwards. ``<sweep>`` is a frozen copy of the resolved sweep,
+``<runs-dir>/<sweep>/exported-sweep.yaml`` (the file's settings with any ``--set`` applied; a resolved sweep loads
+back to itself), so every node runs the same config even if the source file changes later, and the local runner
+can finish the same sweep from it.
+
+The working directory: the runs folder and the exported sweep are absolute, but a sweep's data paths may be
+relative (``data/didemo``, and the caches ``.cache/proxy`` / ``.cache/didemo`` are relative by default), resolved
+against the current directory as the local runner does. So every exported command first changes into the folder
+the export was made from (``cd`` in POSIX ``sh``: no GNU-only ``env --chdir``).
 
 - ``wandb``: ``<runs-dir>/<sweep>/wandb-sweep.yaml``, a grid sweep over one parameter, ``run``, whose values are the
-  run names; its ``command`` is ``${env} --chdir=<repository> ${interpreter} -m bench train <exported sweep>
-  --runs-dir <dir> --no-progress ${args}`` (the agent expands ``${env}`` to ``/usr/bin/env``, GNU's, which changes
-  into the repository, and ``${args}`` to ``--run=<name>``). ``wandb sweep wandb-sweep.yaml`` registers it
-  (network needed: wandb has no offline sweeps), then ``wandb agent <id>`` on each machine with the project's
-  Python first on ``PATH`` (the agent runs ``python``).
-- ``slurm``: ``<runs-dir>/<sweep>/slurm.sbatch``, an array job with one task per run (task i runs run i); logs go to
-  ``<runs-dir>/<sweep>/slurm/``. ``sbatch slurm.sbatch``; resubmitting it after a failure or a timeout finishes
-  the sweep. ``PYTHON`` overrides the interpreter recorded at export time.
+  run names; its ``command`` is ``/bin/sh -c 'cd <workdir> && exec <bin>/tvr-convbench train <exported sweep>
+  --runs-dir <dir> --no-progress "$@"' tvr-convbench ${args}`` (the agent runs it without a shell and expands
+  ``${args}`` to ``--run=<name>``). ``wandb sweep wandb-sweep.yaml`` registers it (network needed: wandb has no
+  offline sweeps), then ``wandb agent <id>`` on each machine.
+- ``slurm``: ``<runs-dir>/<sweep>/slurm.sbatch``, an array job with one task per run (task i runs run i); logs go
+  to ``<runs-dir>/<sweep>/slurm/``. Resources come from the sweep's ``slurm`` section (``SlurmConfig``); what it
+  leaves unset is derived from the protocol (GPUs from the accelerator and devices, CPUs from the threads and the
+  DataLoader workers, memory from the workers) or left to the cluster's defaults (time, partition), which the
+  script's header names. ``sbatch slurm.sbatch``; resubmitting it after a failure or a timeout finishes the sweep.
+  ``TVR_CONVBENCH`` overrides the entry point recorded at export time.
 
-Paths (the exported sweep, the runs folder, the repository) are written absolute: the nodes are assumed to share
-the file system.
+Paths are written absolute: the nodes are assumed to share the file system.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 
-from tvr_convbench.bench.config import SweepConfig
-from tvr_convbench.bench.sweep import check_compatible
 from tvr_convbench.core.errors import ConfigError
 from tvr_convbench.core.files import atomic_write_text
 
-REPO = Path(__file__).resolve().parent.parent
+if TYPE_CHECKING:  # bench.config imports SlurmConfig from here: no module-level import of it (or of bench.sweep)
+    from tvr_convbench.bench.config import RunConfig, SweepConfig
+
 EXPORTED_SWEEP = "exported-sweep.yaml"
 SELECTION_METRIC = "best/val/t2v/R@1"
 """the summary value every run's wandb mirror sets (``bench.trainer.train_process``)"""
+ENTRY_POINT = "tvr-convbench"
+
+TIME = re.compile(r"^(\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2})$")
+MEM = re.compile(r"^\d+[KMGT]?$")
+NAME = re.compile(r"^[A-Za-z0-9_.,:=+%/-]+$")
+
+
+@dataclass
+class SlurmConfig:
+    """Resources of the SLURM array export (``--export slurm``), one array task per run. A field left unset (None)
+    is derived from the protocol, or left to the cluster's default."""
+
+    partition: str | None = None
+    """``--partition`` (None: the cluster's default partition)"""
+    gres: str | None = None
+    """``--gres``, e.g. ``gpu:1`` or ``gpu:a100:2`` (None: ``gpu:<devices>`` when the runs train on GPUs, i.e.
+    ``accelerator: gpu``, or ``auto`` with mixed precision or a trainable CLIP (DiDeMo ``partial``/``full``); ``""``:
+    none)"""
+    time: str | None = None
+    """``--time`` limit per task, e.g. ``04:00:00`` or ``1-00:00:00`` (None: the partition's default; a task cut
+    off resumes from its last checkpoint when the script is submitted again)"""
+    mem: str | None = None
+    """``--mem`` per task, e.g. ``32G`` (None: on GPUs, devices x (8 + 2 x data.workers) GB; on CPU the default)"""
+    cpus_per_task: int | None = None
+    """``--cpus-per-task`` (None: devices x (trainer.num_threads or 1 + data.workers), or the cluster default
+    when neither threads nor workers are set)"""
+    array_parallel: int | None = None
+    """at most this many array tasks at once (``--array=0-N%K``; None: no limit)"""
+    extra: list[str] = field(default_factory=list)
+    """more ``#SBATCH`` options, one per item, e.g. ``--account=proj`` or ``--qos=high`` (the ``#SBATCH``
+    prefix is optional)"""
+
+    def __post_init__(self) -> None:
+        self.extra = [_directive(line) for line in self.extra]
+        checks = {
+            "time": (self.time, TIME, "[D-]HH[:MM[:SS]] or minutes, e.g. 04:00:00"),
+            "mem": (self.mem, MEM, "a size such as 32G or 4000M"),
+            "partition": (self.partition, NAME, "a partition name"),
+            "gres": (self.gres or None, NAME, "a gres spec such as gpu:1"),
+        }
+        for key, (value, pattern, what) in checks.items():
+            if value is not None and not pattern.match(value):
+                raise ValueError(f"slurm.{key}: expected {what}, got {value!r}")
+        for key in ("cpus_per_task", "array_parallel"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"slurm.{key} must be positive, got {value}")
+
+
+def _directive(line: str) -> str:
+    text = line.strip().removeprefix("#SBATCH").strip()
+    if not text.startswith("-") or "\n" in text or not text:
+        raise ValueError(f"slurm.extra: expected an sbatch option such as --account=proj, got {line!r}")
+    return text
 
 
 def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: Path, sweep_arg: str) -> Path:
@@ -54,13 +117,15 @@ def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: 
     Raises:
         ConfigError: an unknown ``kind``, or runs already under ``runs_dir`` made with another config.
     """
+    from tvr_convbench.bench.sweep import check_compatible
+
     writers = {"wandb": _wandb_config, "slurm": _slurm_script}
     if kind not in writers:
         raise ConfigError(f"--export: unknown kind {kind!r} (wandb or slurm)")
     sweep_dir = runs_dir.resolve() / sweep.name
     check_compatible(sweep_dir, sweep.runs())
     frozen = sweep_dir / EXPORTED_SWEEP
-    header = f"# sweep {sweep.name!r} resolved from {sweep.source or sweep_arg} (python -m bench sweep ... --export)\n"
+    header = f"# sweep {sweep.name!r} resolved from {sweep.source or sweep_arg} (tvr-convbench sweep ... --export)\n"
     atomic_write_text(frozen, header + yaml.safe_dump(sweep.to_dict(), sort_keys=False))
     name, text = writers[kind](sweep, sweep_dir, train_command(frozen, sweep_dir.parent))
     path = sweep_dir / name
@@ -68,57 +133,116 @@ def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: 
     return path
 
 
+def entry_point() -> str:
+    """The absolute path of the ``tvr-convbench`` console script of this interpreter's environment."""
+    return str(Path(sys.executable).parent / ENTRY_POINT)
+
+
+def workdir() -> Path:
+    """The folder exported commands run in: the one the export is made from (relative data paths resolve there)."""
+    return Path.cwd().resolve()
+
+
 def train_command(sweep_file: Path, runs_dir: Path) -> list[str]:
-    """The arguments after ``python`` that train one run (``--run`` is appended by the caller)."""
-    return ["-m", "tvr_convbench", "train", str(sweep_file), "--runs-dir", str(runs_dir), "--no-progress"]
+    """The arguments after the entry point that train one run (``--run`` is appended by the caller)."""
+    return ["train", str(sweep_file), "--runs-dir", str(runs_dir), "--no-progress"]
 
 
 def _wandb_config(sweep: SweepConfig, sweep_dir: Path, command: list[str]) -> tuple[str, str]:
+    script = f'cd {shlex.quote(str(workdir()))} && exec {shlex.join([entry_point(), *command])} "$@"'
     config = {
         "name": sweep.name,
         "project": sweep.wandb.project,
         **({"entity": sweep.wandb.entity} if sweep.wandb.entity else {}),
         "description": f"tvr-convbench sweep {sweep.name}, one wandb run per harness run",
-        "program": "tvr_convbench/__main__.py",
+        "program": entry_point(),
         "method": "grid",
         "metric": {"name": SELECTION_METRIC, "goal": "maximize"},
         "parameters": {"run": {"values": [cfg.run for cfg in sweep.runs()]}},
-        "command": ["${env}", f"--chdir={REPO}", "${interpreter}", *command, "${args}"],
+        "command": ["/bin/sh", "-c", script, ENTRY_POINT, "${args}"],
     }
     header = (
-        f"# wandb sweep for tvr-convbench sweep {sweep.name!r} (python -m bench sweep ... --export wandb).\n"
+        f"# wandb sweep for tvr-convbench sweep {sweep.name!r} (tvr-convbench sweep ... --export wandb).\n"
         f"# Register: wandb sweep {sweep_dir / 'wandb-sweep.yaml'}\n"
-        "# Then on each machine, with the project's Python first on PATH: wandb agent <entity/project/id>\n"
+        "# Then on each machine: wandb agent <entity/project/id> (the command runs in the export's folder).\n"
     )
-    return "wandb-sweep.yaml", header + yaml.safe_dump(config, sort_keys=False)
+    return "wandb-sweep.yaml", header + yaml.safe_dump(config, sort_keys=False, width=1000)
 
 
 def _slurm_script(sweep: SweepConfig, sweep_dir: Path, command: list[str]) -> tuple[str, str]:
     runs = [cfg.run for cfg in sweep.runs()]
     logs = sweep_dir / "slurm"
     logs.mkdir(parents=True, exist_ok=True)  # sbatch does not create the --output folder
+    resources, notes = slurm_resources(sweep)
+    limit = f"%{resources.array_parallel}" if resources.array_parallel else ""
     directives = [
         f"--job-name=tvr-{sweep.name}",
-        f"--array=0-{len(runs) - 1}",
+        f"--array=0-{len(runs) - 1}{limit}",
         "--ntasks=1",
-        *_cpu_directive(sweep),
+        *(f"--partition={resources.partition}" for _ in [0] if resources.partition),
+        *(f"--gres={resources.gres}" for _ in [0] if resources.gres),
+        *(f"--cpus-per-task={resources.cpus_per_task}" for _ in [0] if resources.cpus_per_task),
+        *(f"--mem={resources.mem}" for _ in [0] if resources.mem),
+        *(f"--time={resources.time}" for _ in [0] if resources.time),
+        *resources.extra,
         f"--output={logs}/%A_%a.out",
     ]
     lines = [
         "#!/bin/bash",
         *(f"#SBATCH {d}" for d in directives),
-        f"# tvr-convbench sweep {sweep.name!r} (python -m bench sweep ... --export slurm): array task i trains run i.",
+        f"# tvr-convbench sweep {sweep.name!r} (tvr-convbench sweep ... --export slurm): array task i trains run i.",
+        *(f"# {note}" for note in notes),
         "# A done run is skipped and an unfinished one resumes, so resubmitting this script finishes the sweep.",
-        f"# Report: python -m bench report {sweep.name} --runs-dir {shlex.quote(str(sweep_dir.parent))}",
+        f"# Report: {shlex.join([entry_point(), 'report', sweep.name, '--runs-dir', str(sweep_dir.parent)])}",
         "set -euo pipefail",
         f"RUNS=({' '.join(shlex.quote(r) for r in runs)})",
-        f"cd {shlex.quote(str(REPO))}",
-        f'exec "${{PYTHON:-{sys.executable}}}" {shlex.join(command)} --run "${{RUNS[$SLURM_ARRAY_TASK_ID]}}"',
+        f"cd {shlex.quote(str(workdir()))}",
+        f'exec "${{TVR_CONVBENCH:-{entry_point()}}}" {shlex.join(command)} --run "${{RUNS[$SLURM_ARRAY_TASK_ID]}}"',
     ]
     return "slurm.sbatch", "\n".join(lines) + "\n"
 
 
-def _cpu_directive(sweep: SweepConfig) -> list[str]:
-    """``--cpus-per-task`` when the protocol fixes the threads (processes x threads); else the cluster default."""
-    threads = {cfg.trainer.num_threads * cfg.trainer.devices for cfg in sweep.runs()}
-    return [f"--cpus-per-task={max(threads)}"] if min(threads) > 0 else []
+def slurm_resources(sweep: SweepConfig) -> tuple[SlurmConfig, list[str]]:
+    """The sweep's ``slurm`` section with every unset field derived from its runs (the largest need of any run),
+    and comment lines saying where each value comes from."""
+    given = getattr(sweep, "slurm", None) or SlurmConfig()
+    runs = sweep.runs()
+    gpus = max((cfg.trainer.devices if on_gpu(cfg) else 0) for cfg in runs)
+    workers = max(int(cfg.data.get("workers", 0) or 0) for cfg in runs)
+    threads = max(cfg.trainer.num_threads for cfg in runs)
+    devices = max(cfg.trainer.devices for cfg in runs)
+    derived, notes = {}, []
+    if given.gres is None:
+        derived["gres"] = f"gpu:{gpus}" if gpus else ""
+    if given.cpus_per_task is None:
+        derived["cpus_per_task"] = devices * (max(threads, 1) + workers) if (threads or workers) else None
+    if given.mem is None:
+        derived["mem"] = f"{devices * (8 + 2 * workers)}G" if gpus else None
+    out = SlurmConfig(**{**given.__dict__, **derived})
+    tc = runs[0].trainer
+    why = {
+        "gres": f"trainer.accelerator {tc.accelerator}, precision {tc.precision}, {devices} device(s)",
+        "cpus_per_task": f"{devices} process(es) x ({max(threads, 1)} torch thread(s) + {workers} data.workers)",
+        "mem": f"{devices} device(s) x (8 + 2 x {workers} data.workers) GB",
+    }
+    for key in derived:
+        value = getattr(out, key)
+        if value:
+            notes.append(f"--{key.replace('_', '-')}={value}: derived from {why[key]} (set slurm.{key} to change)")
+    unset = [k for k in ("partition", "time") if getattr(out, k) is None]
+    if unset:
+        keys = ", ".join(f"slurm.{k}" for k in unset)
+        notes.append(
+            f"cluster defaults for {', '.join('--' + k for k in unset)}: set {keys} (e.g. --set slurm.time=04:00:00)"
+        )
+    return out, notes
+
+
+def on_gpu(cfg: RunConfig) -> bool:
+    """Whether a run trains on GPUs: ``accelerator: gpu``, or ``auto`` with mixed precision or a trainable CLIP."""
+    tc = cfg.trainer
+    if tc.accelerator == "gpu":
+        return True
+    if tc.accelerator == "cpu":
+        return False
+    return tc.precision != "32-true" or cfg.data.get("regime") in ("partial", "full")

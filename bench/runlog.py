@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tvr_convbench.bench.config import RunConfig
+from tvr_convbench.core.errors import one_line
 from tvr_convbench.core.files import atomic_write_text
-from tvr_convbench.core.schema import COLUMNS, STATUSES, Row, RunPaths, SweepPaths
+from tvr_convbench.core.schema import COLUMNS, METRIC_NAMES, STATUSES, Row, RunPaths, SweepPaths
 
 
 def fingerprint(cfg: RunConfig) -> str:
@@ -39,8 +40,13 @@ def eval_share(eval_seconds: float, train_seconds: float) -> float:
 
 
 def read_status(run_dir: Path) -> str | None:
+    """The status word of a run folder (``None`` without a status file). An unknown or unreadable word is
+    returned as it reads (undecodable bytes replaced): it is no finished status, so the run is (re)run."""
     path = RunPaths(run_dir).status
-    return path.read_text().strip() if path.exists() else None
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip() if path.exists() else None
+    except OSError:
+        return "unreadable"
 
 
 def write_status(run_dir: Path, status: str) -> None:
@@ -73,18 +79,22 @@ class MetricsLog:
 
     def load_until(self, step: int) -> None:
         """Load the file a checkpoint of ``step`` was saved with, keeping rows up to ``step``; ``DamagedLog``
-        (one line naming the file) when it is missing, not UTF-8, malformed or lacks that step's evaluation."""
+        (one line naming the file) when it is missing, not UTF-8, malformed, cut short, or lacks that step's whole
+        evaluation."""
         try:
-            with open(self.path, newline="", encoding="utf-8") as f:
-                reader = csv.reader(f)
-                header = next(reader, None)
-                if tuple(header or ()) != COLUMNS:
-                    raise ValueError(f"unexpected header {header}")
-                rows = [_parse(row) for row in reader]
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise DamagedLog(f"{self.path}: {type(err).__name__}: {err}") from None
-        if not any(r.step == step and r.split == "val" for r in rows):
-            raise DamagedLog(f"{self.path}: no evaluation at step {step}, the checkpoint's step (truncated?)")
+            text = self.path.read_bytes().decode("utf-8")
+            if text and not text.endswith("\n"):
+                raise ValueError("the last line is cut short (no final newline)")
+            reader = csv.reader(io.StringIO(text, newline=""))
+            header = next(reader, None)
+            if tuple(header or ()) != COLUMNS:
+                raise ValueError(f"unexpected header {header}")
+            rows = [_parse(row) for row in reader]
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as err:
+            raise DamagedLog(one_line(f"{self.path}: {type(err).__name__}: {err}")) from None
+        logged = {r.metric for r in rows if r.step == step and r.split == "val"}
+        if not set(METRIC_NAMES) <= logged:
+            raise DamagedLog(f"{self.path}: no whole evaluation at step {step}, the checkpoint's step (truncated?)")
         self.rows = [r for r in rows if r.step <= step]
 
 
@@ -112,8 +122,9 @@ def collect_results(sweep_dir: Path) -> int:
     for metrics in sorted(sweep_dir.glob("*/metrics.csv")):
         try:
             rows = _read_rows(metrics)
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            warnings.warn(f"{metrics}: not collected into results.csv ({type(err).__name__}: {err})", stacklevel=2)
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as err:
+            why = f"{metrics}: not collected into results.csv ({type(err).__name__}: {err})"
+            warnings.warn(one_line(why), stacklevel=2)
             continue
         writer.writerows(rows)
         count += len(rows)

@@ -7,16 +7,19 @@ ones. A run that raises is marked ``failed`` (traceback beside it) and the sweep
 becomes non-finite is stopped and marked ``diverged``; the exit code is 1 when any run failed. Runs execute one
 after another by default, or in ``--jobs N`` processes.
 
-Safety before anything runs:
-- one sweep at a time per folder: an OS file lock on ``runs/<sweep>/.lock`` (released on any exit, by the OS when
-  the holder dies); a second sweep exits 2 naming the holder's PID;
-- every run folder carries the fingerprint of its resolved config (``fingerprint``); a folder of a planned run
-  whose config differs, in any status, is refused with the one-line mismatch error, or with ``restart_changed``
-  wiped and rerun from scratch: state written under another config is never resumed;
+Safety before anything runs (every check first, writing nothing: a ``ConfigError`` exits 2 and leaves the folders
+as they were):
+- one sweep at a time per folder: an OS file lock on ``runs/<sweep>/.lock`` (taken after the checks, released on any
+  exit, by the OS when the holder dies, so a stale lock file never blocks); a second sweep exits 2 naming the
+  holder's PID; each training process also locks its run folder (``<run>/.lock``), so ``tvr-convbench train`` of a
+  run a sweep is training (or the reverse) is refused too, while trains of different runs (a SLURM array) coexist;
+- every run folder carries the fingerprint of its resolved config; a folder of a planned run whose ``config.yaml``
+  differs (or is missing or unreadable), in any status, is refused with the one-line mismatch error, or with
+  ``restart_changed`` wiped (under its run lock) and rerun from scratch: state written under another config is never
+  resumed;
 - ``preflight`` opens the sweep's data (a feature store is checked against its manifest and for non-finite
-  values), builds every method once on the data's shapes, checks batch sizes against the train split, the
-  accelerator, and that the output folders can be written: a problem there is a ``ConfigError`` (exit code 2),
-  not a failed run.
+  values), builds every method entry once on the data's shapes (naming the argument its constructor rejects),
+  checks batch sizes against the train split, the accelerator, and that the output folders can be written.
 """
 
 from __future__ import annotations
@@ -25,37 +28,42 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import shutil
-import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from tvr_convbench.bench.config import RunConfig, SweepConfig
+from tvr_convbench.bench.progress import SweepProgress
 from tvr_convbench.bench.runlog import collect_results, eval_share, fingerprint, read_status
-from tvr_convbench.core.errors import ConfigError
-from tvr_convbench.core.files import atomic_write_yaml, check_writable, folder_lock
+from tvr_convbench.bench.wandb_mirror import sweep_mode
+from tvr_convbench.core.errors import ConfigError, one_line
+from tvr_convbench.core.files import atomic_write_yaml, check_unlocked, check_writable, folder_lock
 from tvr_convbench.core.schema import FINISHED_STATUSES, RunPaths, SweepPaths
 
 
 @dataclass
 class Outcome:
     run: str
-    status: str  # done | failed | diverged | skipped
+    status: str  # done | failed | diverged | skipped (finished before: ``finished`` says how)
     line: str
+    finished: str | None = None
+    """a skipped run's status (``done`` or ``diverged``)"""
+
+    @property
+    def result(self) -> str:
+        """done | diverged | failed, whether it ran now or before"""
+        return self.finished if self.status == "skipped" and self.finished else self.status
 
 
 # --- configs under one sweep name ----------------------------------------------------------------------------
-def saved_fingerprint(run_dir: Path) -> str | None:
-    """The fingerprint of the config a run folder was made with: from its ``config.yaml`` (read back, so
-    defaults added since count as unchanged), else its ``fingerprint`` file; ``""`` when neither reads back."""
-    paths = RunPaths(run_dir)
-    if paths.config.exists():
-        try:
-            return fingerprint(RunConfig.from_file(paths.config))
-        except (ConfigError, OSError, UnicodeDecodeError):
-            return ""
-    if paths.fingerprint.exists():
-        return paths.fingerprint.read_text().strip()
-    return ""
+def saved_fingerprint(run_dir: Path) -> str:
+    """The fingerprint of the config a run folder was made with, from its ``config.yaml`` read back (so defaults
+    added since count as unchanged); ``""`` (a changed config) when it is missing or does not read back: state
+    without the config it was made with is never resumed or counted."""
+    try:
+        return fingerprint(RunConfig.from_file(RunPaths(run_dir).config))
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return ""
 
 
 def changed_runs(sweep_dir: Path, runs: list[RunConfig]) -> list[tuple[RunConfig, str]]:
@@ -81,7 +89,7 @@ def _difference(run_dir: Path, cfg: RunConfig) -> str:
 
 def check_compatible(sweep_dir: Path, runs: list[RunConfig], restart_changed: bool = False) -> list[str]:
     """Refuse to mix results of different configs under one sweep name; with ``restart_changed`` wipe the changed
-    run folders instead (returns their names)."""
+    run folders instead (each under its run lock, so never one a process is training in; returns their names)."""
     changed = changed_runs(sweep_dir, runs)
     if changed and not restart_changed:
         cfg, why = changed[0]
@@ -91,30 +99,55 @@ def check_compatible(sweep_dir: Path, runs: list[RunConfig], restart_changed: bo
             f"sweep name, --restart-changed to rerun it from scratch, or delete {sweep_dir / cfg.run}"
         )
     for cfg, _ in changed:
-        shutil.rmtree(sweep_dir / cfg.run)
+        wipe_run(sweep_dir / cfg.run)
     return [cfg.run for cfg, _ in changed]
 
 
+def wipe_run(run_dir: Path) -> None:
+    """Delete everything in a run folder but its lock file, holding that lock (``ConfigError`` if a process is
+    training in it)."""
+    lock = RunPaths(run_dir).lock
+    with folder_lock(lock, "training process"):
+        for path in run_dir.iterdir():
+            if path == lock:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 # --- checks before the first run -----------------------------------------------------------------------------
-def preflight(sweep: SweepConfig, sweep_dir: Path, reports_dir: Path | None = None) -> None:
-    """Raise ``ConfigError`` for anything knowable before training that would fail a run (see the module doc)."""
+def preflight(
+    sweep: SweepConfig,
+    sweep_dir: Path,
+    reports_dir: Path | None = None,
+    rerun: Collection[str] = (),
+    planned: list[RunConfig] | None = None,
+) -> None:
+    """Raise ``ConfigError`` for anything knowable before training that would fail a run (see the module doc);
+    writes nothing. ``planned``: the runs to check (default: the sweep's); ``rerun``: finished runs among them that
+    will run again (wiped by ``--restart-changed``)."""
     from tvr_convbench.bench.trainer import needs_patches
 
-    runs = [cfg for cfg in sweep.runs() if read_status(sweep_dir / cfg.run) not in FINISHED_STATUSES]
+    runs = [
+        cfg
+        for cfg in (sweep.runs() if planned is None else planned)
+        if cfg.run in rerun or read_status(sweep_dir / cfg.run) not in FINISHED_STATUSES
+    ]
+    if runs:
+        splits = ("train", "val", "test") if any(cfg.trainer.eval_test for cfg in runs) else ("train", "val")
+        patches = any(needs_patches(cfg.method) for cfg in runs)
+        module = check_data(sweep.data, splits, f"{sweep.source}: data", patches)
+        check_runs(runs, module, sweep.source)
     for folder, flag in ((sweep_dir, "--runs-dir"), (reports_dir, "--reports-dir")):
         if folder is not None:
             _writable(folder, flag)
-    if not runs:
-        return
-    splits = ("train", "val", "test") if any(cfg.trainer.eval_test for cfg in runs) else ("train", "val")
-    patches = any(needs_patches(cfg.method) for cfg in runs)
-    module = check_data(sweep.data, splits, f"{sweep.source}: data", patches)
-    check_runs(runs, module, sweep.source)
 
 
 def _writable(folder: Path, flag: str) -> None:
     try:
-        check_writable(folder)
+        check_writable(folder, leave_nothing=True)
     except OSError as err:
         raise ConfigError(f"{flag}: {err}; nothing was run") from None
 
@@ -138,8 +171,6 @@ def check_runs(runs: list[RunConfig], data, where: str) -> None:  # noqa: ANN001
     accelerator exists."""
     import torch
 
-    from tvr_convbench.methods import build_method
-
     train_items = len(data.split("train"))
     for cfg in {c.label: c for c in runs}.values():
         where_run = f"{where}: methods ({cfg.label})"
@@ -150,10 +181,32 @@ def check_runs(runs: list[RunConfig], data, where: str) -> None:  # noqa: ANN001
             )
         if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
             raise ConfigError(f"{where_run}: trainer.accelerator is 'gpu' but no GPU is visible")
+        problem = _build_problem(cfg, data.dims.as_kwargs())
+        if problem is not None:
+            raise ConfigError(f"{where_run}.args{problem}")
+
+
+def _build_problem(cfg: RunConfig, dims: dict) -> str | None:
+    """Why the method of ``cfg`` does not build on ``dims`` (``None`` when it does), naming the argument to blame:
+    the one whose removal makes it build (a method's own check may raise anything, e.g. a ZeroDivisionError)."""
+    from tvr_convbench.methods import build_method
+
+    def error(args: dict) -> Exception | None:
         try:
-            build_method(cfg.method, **data.dims.as_kwargs(), **cfg.method_args)
-        except (ValueError, TypeError, RuntimeError) as err:
-            raise ConfigError(f"{where_run}.args: {err}") from None
+            build_method(cfg.method, **dims, **args)
+        except Exception as err:  # noqa: BLE001 - any failure to build is a bad argument, reported as one line
+            return err
+        return None
+
+    err = error(cfg.method_args)
+    if err is None:
+        return None
+    why = f"{type(err).__name__}: {err}" if not isinstance(err, ValueError | TypeError) else str(err)
+    args = cfg.method_args
+    culprit = next((k for k in args if error({a: v for a, v in args.items() if a != k}) is None), None)
+    if culprit is None:
+        return f": {cfg.method} does not build ({one_line(why)})"
+    return f".{culprit}: {args[culprit]!r} is rejected by {cfg.method} ({one_line(why)})"
 
 
 # --- running -------------------------------------------------------------------------------------------------
@@ -176,7 +229,7 @@ def run_one(cfg: RunConfig, sweep_dir: Path, progress: bool, threads: int = 0) -
 
     status = read_status(sweep_dir / cfg.run)
     if status in FINISHED_STATUSES:
-        return Outcome(cfg.run, "skipped", f"{cfg.run}: {status}, skipped")
+        return Outcome(cfg.run, "skipped", f"{cfg.run}: {status}, skipped", status)
     if threads:
         import torch
 
@@ -200,30 +253,50 @@ def run_sweep(
     reports_dir: Path | None = None,
     restart_changed: bool = False,
 ) -> list[Outcome]:
-    """Run every unfinished run of ``sweep`` under ``runs_root/<name>``: reference runs, targets, scored runs."""
+    """Run every unfinished run of ``sweep`` under ``runs_root/<name>``: reference runs, targets, scored runs.
+
+    Every check comes first and writes nothing (a ``ConfigError`` leaves the folders as they were); then the sweep
+    takes its folder's lock for the rest."""
     sweep_dir = runs_root / sweep.name
-    with folder_lock(SweepPaths(sweep_dir).lock, "sweep"):
+    lock = SweepPaths(sweep_dir).lock
+    check_unlocked(lock, "sweep")
+    check_sweep(sweep, sweep_dir, reports_dir, restart_changed)
+    with folder_lock(lock, "sweep"):
         prepare_sweep(sweep, sweep_dir, reports_dir, restart_changed)
-        outcomes = run_phase(sweep.reference_runs(), sweep_dir, jobs, progress)
-        fix_sweep_targets(sweep, sweep_dir)
-        outcomes += run_phase(sweep.scored_runs(), sweep_dir, jobs, progress)
+        sweep_mode(sweep.wandb.mode, sweep_dir)  # one network probe per sweep; --jobs workers inherit it
+        with SweepProgress(sweep.name, enabled=progress).start(len(sweep.runs())) as bar:
+            outcomes = run_phase(sweep.reference_runs(), sweep_dir, jobs, progress, bar)
+            fix_sweep_targets(sweep, sweep_dir, bar)
+            outcomes += run_phase(sweep.scored_runs(), sweep_dir, jobs, progress, bar)
         collect_results(sweep_dir)
     return outcomes
 
 
+def check_sweep(sweep: SweepConfig, sweep_dir: Path, reports_dir: Path | None, restart_changed: bool) -> None:
+    """Every check before the first run, writing nothing: configs of existing run folders, the targets file, the
+    preflight (``ConfigError`` for the first problem)."""
+    from tvr_convbench.bench.targets import check_targets_file
+
+    changed = [cfg.run for cfg, _ in changed_runs(sweep_dir, sweep.runs())]
+    if changed and not restart_changed:
+        check_compatible(sweep_dir, sweep.runs())  # raises the one-line mismatch error
+    check_targets_file(sweep, sweep_dir)
+    preflight(sweep, sweep_dir, reports_dir, rerun=changed)
+
+
 def prepare_sweep(sweep: SweepConfig, sweep_dir: Path, reports_dir: Path | None, restart_changed: bool) -> None:
-    """Every check before the first run, then ``sweep.yaml`` (called with the sweep's lock held)."""
+    """With the sweep's lock held: wipe the changed runs (``restart_changed``; refused without it), check the
+    targets file again, then write ``sweep.yaml``."""
     from tvr_convbench.bench.targets import check_targets_file
 
     wiped = check_compatible(sweep_dir, sweep.runs(), restart_changed)
     for run in wiped:
         print(f"{run}: made with another config; wiped, rerun from scratch (--restart-changed)", flush=True)
     check_targets_file(sweep, sweep_dir)
-    preflight(sweep, sweep_dir, reports_dir)
     atomic_write_yaml(SweepPaths(sweep_dir).sweep, sweep.to_dict())
 
 
-def fix_sweep_targets(sweep: SweepConfig, sweep_dir: Path) -> None:
+def fix_sweep_targets(sweep: SweepConfig, sweep_dir: Path, bar: SweepProgress | None = None) -> None:
     """Write ``targets.json`` before the first scored run (``bench.targets``), with the zero-shot floor."""
     from tvr_convbench.bench.calibration import zero_shot_metrics
     from tvr_convbench.bench.targets import fix_targets
@@ -233,39 +306,36 @@ def fix_sweep_targets(sweep: SweepConfig, sweep_dir: Path) -> None:
         return
     floor = zero_shot_metrics(build_data(sweep.data), sweep.trainer.eval_batch_size, sweep.trainer.eval_block)
     targets = fix_targets(sweep, sweep_dir, floor[sweep.report.metric])
-    print(
-        f"targets ({targets.describe()}): "
-        + ", ".join(f"{label} {value:.2f}" for label, value in zip(targets.labels, targets.values)),
-        flush=True,
-    )
-
-
-def run_phase(runs: list[RunConfig], sweep_dir: Path, jobs: int, progress: bool) -> list[Outcome]:
-    """Run the unfinished runs of one phase (one after another, or in ``jobs`` processes)."""
-    todo = [cfg for cfg in runs if read_status(sweep_dir / cfg.run) not in FINISHED_STATUSES]
-    outcomes = [
-        Outcome(c.run, "skipped", f"{c.run}: {read_status(sweep_dir / c.run)}, skipped") for c in runs if c not in todo
-    ]
-    for outcome in outcomes:
-        print(outcome.line, flush=True)
-    if jobs <= 1:
-        outcomes += [_report(run_one(cfg, sweep_dir, progress)) for cfg in todo]
+    values = ", ".join(f"{label} {value:.2f}" for label, value in zip(targets.labels, targets.values))
+    line = f"targets ({targets.describe()}): {values}"
+    if bar is not None:
+        bar.write(line)
     else:
-        outcomes += _run_parallel(todo, sweep_dir, jobs)
+        print(line, flush=True)
+
+
+def run_phase(runs: list[RunConfig], sweep_dir: Path, jobs: int, progress: bool, bar: SweepProgress) -> list[Outcome]:
+    """Run the unfinished runs of one phase (one after another, or in ``jobs`` processes); ``bar`` prints each
+    outcome's line as it finishes."""
+    todo = [cfg for cfg in runs if read_status(sweep_dir / cfg.run) not in FINISHED_STATUSES]
+    outcomes = [bar.finished(_skipped(c, read_status(sweep_dir / c.run))) for c in runs if c not in todo]
+    if jobs <= 1:
+        outcomes += [bar.finished(run_one(cfg, sweep_dir, progress)) for cfg in todo]
+    else:
+        outcomes += _run_parallel(todo, sweep_dir, jobs, bar)
     return outcomes
 
 
-def _run_parallel(todo: list[RunConfig], sweep_dir: Path, jobs: int) -> list[Outcome]:
+def _skipped(cfg: RunConfig, status: str | None) -> Outcome:
+    return Outcome(cfg.run, "skipped", f"{cfg.run}: {status}, skipped", status)
+
+
+def _run_parallel(todo: list[RunConfig], sweep_dir: Path, jobs: int, bar: SweepProgress) -> list[Outcome]:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
     outcomes = []
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = [pool.submit(run_one, cfg, sweep_dir, False, threads) for cfg in todo]
         for future in cf.as_completed(futures):
-            outcomes.append(_report(future.result()))
+            outcomes.append(bar.finished(future.result()))
     return outcomes
-
-
-def _report(outcome: Outcome) -> Outcome:
-    print(outcome.line, file=sys.stderr if outcome.status == "failed" else sys.stdout, flush=True)
-    return outcome

@@ -19,7 +19,13 @@ Resume (``bench.checkpoint``): ``last.ckpt`` holds the model, optimizer, step, b
 because the data position follows from the step, a resumed run consumes exactly the batches the uninterrupted run
 would, and (on CPU) its metrics are bit-identical (tests/test_resume.py: SIGKILL during training, during an
 evaluation, right after a checkpoint, between ``metrics.csv`` and its checkpoint). A resumed run first replays its
-logged rows into the wandb mirror, which may have lost what a killed process logged.
+logged rows into the wandb mirror, which may have lost what a killed process logged. Damaged resume state (a
+checkpoint that does not read or load, a log missing, cut short or not UTF-8) is moved aside and the run restarts from
+scratch, as a fresh run (``Run.restore``).
+
+A non-finite loss stops the run at that step (``Diverged``): the training rows up to it are logged, the broken model
+is not evaluated, ``traceback.txt`` names the step and the values, and the run is marked ``diverged`` (a result: a
+rerun skips it). One process trains a run folder at a time (``core.files.folder_lock`` on ``<run>/.lock``).
 """
 
 from __future__ import annotations
@@ -36,12 +42,20 @@ import torch
 from torch import Tensor, nn
 
 from tvr_convbench.bench.calibration import describe_data
-from tvr_convbench.bench.checkpoint import DamagedCheckpoint, load_checkpoint, read_checkpoint, save_checkpoint
+from tvr_convbench.bench.checkpoint import (
+    DamagedCheckpoint,
+    load_checkpoint,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from tvr_convbench.bench.config import RunConfig, TrainerConfig
 from tvr_convbench.bench.distributed import gather_reps, reassemble, shard
 from tvr_convbench.bench.evaluate import encode_split, evaluate_reps
 from tvr_convbench.bench.runlog import DamagedLog, MetricsLog, write_fingerprint, write_status
 from tvr_convbench.bench.wandb_mirror import WandbMirror
+from tvr_convbench.core.errors import one_line
 from tvr_convbench.core.files import (
     atomic_write_json,
     atomic_write_text,
@@ -193,23 +207,36 @@ class Run:
         )
 
     def restore(self) -> None:
-        """Resume from ``last.ckpt`` and its ``metrics.csv``; damaged state (either unreadable, or the log missing,
-        truncated or not UTF-8) is moved aside with a one-line warning and the run restarts from scratch."""
+        """Resume from ``last.ckpt`` and its ``metrics.csv``. Damaged state (the checkpoint unreadable or not
+        loadable into this model, or the log missing, cut short or not UTF-8) is moved aside (``<name>.damaged-<n>``,
+        never deleted) with a one-line warning, and the run restarts from scratch exactly as a fresh run would."""
         if not self.paths.checkpoint.exists():
             return
         try:
             state = read_checkpoint(self.paths.checkpoint)
             self.log.load_until(state["step"])
         except (DamagedCheckpoint, DamagedLog) as err:
-            moved = move_aside(self.paths.checkpoint, self.paths.metrics)
-            warnings.warn(
-                f"{err}; moved aside ({', '.join(p.name for p in moved)}), restarting from scratch", stacklevel=2
-            )
-            self.log.rows = []
+            self._restart_from_scratch(str(err))
             return
-        self.step, self.clock = load_checkpoint(state, _unwrap(self.model), self.optimizer)
+        fresh = rng_state()  # where a fresh run would be now
+        try:
+            self.step, self.clock = load_checkpoint(state, _unwrap(self.model), self.optimizer)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:  # loaded in part: build anew
+            self.step, self.clock = 0, {key: 0.0 for key in self.clock}
+            self._restart_from_scratch(f"{self.paths.checkpoint}: does not load ({type(err).__name__}: {err})")
+            self.build()
+            set_rng_state(fresh)
+            return
         self.resumed_from = self.step
         self.best = _best_so_far(self.log.rows)
+
+    def _restart_from_scratch(self, why: str) -> None:
+        if self.is_main:  # every process read the same files; one moves them
+            moved = move_aside(self.paths.checkpoint, self.paths.metrics)
+            names = ", ".join(path.name for path in moved)
+            warnings.warn(one_line(f"{why}; moved aside ({names}), restarting from scratch"), stacklevel=3)
+        self.fabric.barrier()
+        self.log.rows = []
 
     # loop
     def train(self) -> RunSummary:
@@ -404,6 +431,10 @@ def train_process(fabric: L.Fabric, cfg: RunConfig, run_dir: Path, wandb_root: P
         run.mirror.finish(exit_code=1)
         raise
     run.mirror.summary({"best/val/t2v/R@1": summary.best, "best/step": summary.best_step})
+    if run.is_main and cfg.phase == "scored":  # targets fixed in advance: the run's own record gets them now
+        from tvr_convbench.bench.mirror_report import run_summary_from_targets
+
+        run.mirror.summary(run_summary_from_targets(run_dir, wandb_root))  # {} for post hoc targets; never raises
     run.mirror.finish()
     return summary
 

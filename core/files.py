@@ -87,15 +87,18 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return stale
 
 
-def check_writable(folder: Path, min_free: int = MIN_FREE_BYTES) -> None:
+def check_writable(folder: Path, min_free: int = MIN_FREE_BYTES, leave_nothing: bool = False) -> None:
     """Raise ``OutputError`` unless ``folder`` has ``min_free`` bytes free and can be created and written.
 
-    The free space is checked first, on the nearest existing ancestor, so a full disk leaves nothing behind.
+    The free space is checked first, on the nearest existing ancestor, so a full disk leaves nothing behind. With
+    ``leave_nothing`` the folders the check had to create are removed again (a preflight check that must not write
+    anything when a later check fails).
     """
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if free < min_free:
         raise OutputError(f"{folder}: only {free / 2**20:.0f} MiB free, need {min_free / 2**20:.0f} MiB")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     probe = folder / f".write-probe.tmp{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,13 @@ def check_writable(folder: Path, min_free: int = MIN_FREE_BYTES) -> None:
         probe.unlink()
     except OSError as err:
         raise OutputError(f"{folder}: not writable ({err.strerror or err})") from None
+    finally:
+        if leave_nothing:
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
+            for path in created:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
 
 def move_aside(*paths: Path) -> list[Path]:
@@ -120,25 +130,74 @@ def move_aside(*paths: Path) -> list[Path]:
     return moved
 
 
+_HELD: dict[str, int] = {}
+"""lock files this process holds (real path -> nesting depth): ``folder_lock`` is reentrant within a process"""
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _locked_error(path: Path, what: str) -> ConfigError:
+    return ConfigError(f"{path.parent}: another {what} is running on this folder (PID {_holder(path)})")
+
+
+def check_unlocked(path: Path, what: str) -> None:
+    """Raise the one-line ``ConfigError`` of ``folder_lock`` when another process holds the lock on ``path`` now;
+    writes nothing (a lock file that is absent, or left by a dead process, passes)."""
+    if os.path.realpath(path) in _HELD:
+        return
+    try:
+        handle = open(path)  # noqa: SIM115 - closed below
+    except OSError:
+        return  # no lock file (or no folder): nobody holds it
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _locked_error(path, what) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def folder_lock(path: Path, what: str) -> Iterator[None]:
     """Hold an OS file lock on ``path`` (its folder's one ``what``: a sweep, a run) for the ``with`` block.
 
     The lock is released on any exit, and by the OS when the holder dies, so a lock file left by a killed process
-    never blocks; a second holder gets a one-line ``ConfigError`` naming the first one's PID.
+    never blocks; another process gets a one-line ``ConfigError`` naming the holder's PID (written in the file).
+    Reentrant within one process (the sweep runner checks a run folder under the lock its trainer takes again).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    except OSError as err:
+        raise OutputError(f"{path.parent}: not writable ({err.strerror or err})") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = path.read_text().strip() or "unknown"
-            raise ConfigError(f"{path.parent}: another {what} is running on this folder (PID {holder})") from None
+            raise _locked_error(path, what) from None
+        except OSError as err:  # e.g. a file system without locks
+            raise OutputError(f"{path}: cannot be locked ({err.strerror or err})") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        yield
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
     finally:
         handle.close()  # closing releases the lock

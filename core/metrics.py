@@ -48,7 +48,7 @@ def in_batch_recall(sim: Tensor) -> dict[str, float]:
     out = {}
     for prefix, ranks in (("t2v", t2v), ("v2t", v2t)):
         for k in (1, 5):
-            out[f"{prefix}/R@{k}"] = float(100.0 * (ranks < k).float().mean())
+            out[f"{prefix}/R@{k}"] = float(100.0 * (ranks < k).double().mean())  # float64, as ``rank_metrics``
     return out
 
 

@@ -13,7 +13,9 @@ place. Layout of one sweep (``SweepPaths``; one ``RunPaths`` per run folder)::
     runs/<sweep>/<run>/metrics.csv   ``COLUMNS``, long format
     runs/<sweep>/<run>/data.json     the dataset's description (counts, calibration, protocol)
     runs/<sweep>/<run>/traceback.txt when failed, or diverged (the step and the non-finite values)
-    runs/<sweep>/<run>/fingerprint   sha256 of the resolved config (a changed config is never resumed)
+    runs/<sweep>/<run>/fingerprint   sha256 of the resolved config (a record: the compatibility check recomputes it
+                                     from config.yaml, so a folder without one reads as changed)
+    runs/<sweep>/.lock, <run>/.lock  OS file locks of the sweep and of the training process (their PIDs)
     runs/<sweep>/<run>/last.ckpt     the resume point, written at every evaluation
     runs/<sweep>/<run>/wandb_id      the run's wandb id (a resume continues the same wandb run)
 """

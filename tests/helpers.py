@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import csv
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from tvr_convbench.bench import trainer
 from tvr_convbench.bench.evaluate import blockwise_similarity, cat_reps
@@ -20,10 +23,17 @@ TINY = {"width": 32, "max_frames": 5, "max_words": 7}
 
 
 def feature_batch(
-    batch: int = 6, words: int = 7, frames: int = 5, width: int = 32, seed: int = 0, offset: int = 0
+    batch: int = 6,
+    words: int = 7,
+    frames: int = 5,
+    width: int = 32,
+    seed: int = 0,
+    offset: int = 0,
+    patches: int = 0,
 ) -> dict[str, torch.Tensor]:
     """A FeatureBatch with variable text/video lengths; padded slots hold constant (non-zero) features, as CLIP's
-    pad-token and blank-frame encodings do."""
+    pad-token and blank-frame encodings do. ``patches > 0`` adds ``video_patches [B, F, patches, D]`` (drawn after
+    everything else, so the other keys do not change; padded frames hold one constant set of blank patches)."""
     g = torch.Generator().manual_seed(seed)
     text_len = torch.randint(3, words + 1, (batch,), generator=g)  # SOT + words + EOT
     text_mask = torch.arange(words)[None] < text_len[:, None]  # [B, L]
@@ -35,7 +45,7 @@ def feature_batch(
     video_mask = torch.arange(frames)[None] < frame_len[:, None]  # [B, F]
     blank = torch.randn(width, generator=g)
     video = torch.where(video_mask[..., None], 2.0 * torch.randn(batch, frames, width, generator=g), blank)
-    return {
+    out = {
         "text_tokens": tokens,
         "text_mask": text_mask,
         "text_eot": eot,
@@ -43,6 +53,11 @@ def feature_batch(
         "video_mask": video_mask,
         "index": torch.arange(offset, offset + batch),
     }
+    if patches:
+        blank_patches = torch.randn(patches, width, generator=g)  # [P, D]
+        real = 2.0 * torch.randn(batch, frames, patches, width, generator=g)  # [B, F, P, D]
+        out["video_patches"] = torch.where(video_mask[..., None, None], real, blank_patches)
+    return out
 
 
 def tiny_method(name: str, seed: int = 0, **overrides):
@@ -177,3 +192,71 @@ def interrupted_after_checkpoint(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(trainer, "save_checkpoint", save_then_stop)
         yield
+
+
+# --- tiny sweeps through the CLI (tests of the harness: reliability, schedule, targets, training recall) ----------
+TINY_DATA = {
+    "name": "proxy", "train_videos": 32, "val_videos": 12, "test_videos": 8, "width": 16, "max_words": 10,
+    "max_frames": 4, "frames_per_segment": 1, "vocab_size": 200,
+}  # fmt: skip
+TINY_TRAINER = {"max_steps": 6, "val_every": 2, "batch_size": 8, "num_threads": 1, "lr": 1.0e-3, "backbone_lr": 1.0e-3}
+
+
+def tiny_sweep(
+    folder: Path,
+    cache: Path,
+    name: str = "s",
+    methods: tuple | list = ("meanp",),
+    seeds: tuple | list = (0,),
+    trainer: dict | None = None,
+    **sections: object,
+) -> Path:
+    """Write ``folder/<name>.yaml``: a sweep of seconds on the tiny proxy (``TINY_DATA``, ``TINY_TRAINER`` updated by
+    ``trainer``), wandb disabled, plus any other top-level ``sections`` (``targets``, ``overrides``...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {
+        "methods": list(methods),
+        "seeds": list(seeds),
+        "data": {**TINY_DATA, "cache_dir": str(cache)},
+        "trainer": {**TINY_TRAINER, **(trainer or {})},
+        "wandb": {"mode": "disabled"},
+        **sections,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def sweep_cli(path: Path, runs: Path, *more: str) -> int:
+    """``tvr-convbench sweep PATH --runs-dir RUNS --no-report --no-progress MORE...`` in this process."""
+    from tvr_convbench.bench.cli import main
+
+    return main(["sweep", str(path), "--runs-dir", str(runs), "--no-report", "--no-progress", *more])
+
+
+def metric_rows(metrics_csv: Path, clocks: bool = False) -> list[tuple[int, str, str, str]]:
+    """(step, split, metric, value as written) of every row of a ``metrics.csv`` / ``results.csv`` (the ``time``
+    rows only with ``clocks``), checking every row is whole."""
+    from tvr_convbench.core.schema import COLUMNS
+
+    with open(metrics_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == COLUMNS, rows[0]
+    assert all(len(row) == len(COLUMNS) for row in rows[1:])
+    return [(int(r[4]), r[6], r[7], r[8]) for r in rows[1:] if clocks or r[6] != "time"]
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes): compare two to see that nothing was written."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line_error(capsys: pytest.CaptureFixture, *fragments: str) -> str:
+    """The captured stderr: exactly one line ``error: ...`` holding every fragment."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err

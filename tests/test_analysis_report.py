@@ -188,7 +188,7 @@ def test_report_known_answer(tmp_path):
     assert summary["1"][-2:] == ["20.0", "60%"]  # ms/step; eval share 3 / (3 + 2)
     assert summary["2"][:2] == ["slow", "3"] and summary["2"][4] == "∞ † (2/3 missed)"
     detail = table_rows(text, "| method | target | axis |")
-    assert detail["fast"][:6] == ["50%", "steps", "20 †", "20 †", "27 [20, 40]", "0/3"]  # IQM (n=3: the mean 26.7): bootstrap
+    assert detail["fast"][:6] == ["50%", "steps", "20 †", "20 †", "27 [20, 40]", "0/3"]  # IQM = mean (n=3)
     # by steps fast is always sooner; by seconds: per target 0, 0, 2/3, 1 -> mean 0.42
     assert table_rows(text, "| P(row sooner) |")["fast"][1].startswith("1.00")
     assert table_rows(text, "| P(row sooner) |")["fast"][3].startswith("0.42 [")

@@ -113,3 +113,45 @@ def test_bad_set_override(tmp_path, capsys, item, fragment):
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"methods: [meanp]\nseeds: [0]\n# caf\xe9 au lait\n")  # Latin-1, not UTF-8
+    assert main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2  # was: a UnicodeDecodeError traceback
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}: not UTF-8 text (byte 33: invalid continuation byte)") and "\n" not in err, (
+        err
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+SEEDS_TIMING = """\
+import time
+from tvr_convbench.bench.config import SweepConfig
+from tvr_convbench.core.errors import ConfigError
+
+targets = {"source": "reference", "seeds": [2**31]}  # also checked against the 700,000
+raw = {"name": "s", "methods": ["meanp"], "data": {"name": "proxy"}, "targets": targets}
+times = []
+for seeds in (list(range(700_000)), list(range(700_000)), [*range(700_000), 699_999]):
+    start = time.perf_counter()
+    try:
+        assert len(SweepConfig.from_dict({**raw, "seeds": seeds}).seeds) == 700_000
+    except ConfigError as err:
+        assert str(err) == "sweep.yaml: seeds collide: [699999] listed more than once", err
+    times.append(time.perf_counter() - start)
+print(min(times[:2]), times[2])
+"""
+
+
+def test_many_seeds_are_checked_in_linear_time():
+    """700,000 seeds load (and a collision among them is found) in well under a second: the check was quadratic
+    (``seeds.count`` per seed: hours). In a subprocess, so a regression fails at the timeout instead of hanging."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", SEEDS_TIMING], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    best, collision = map(float, result.stdout.split())
+    assert best < 1.0 and collision < 2.0, (best, collision)

@@ -73,7 +73,7 @@ def test_same_seed_same_curve(tmp_path):
         path.write_text(TINY_SWEEP.format(seed=seed, cache=tmp_path / "cache"))
         assert main(["sweep", str(path), "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--no-report"]) == 0
         curves.append(metric_values(tmp_path / "runs" / name))
-    assert len(curves[0]) == 12 * 1 + 4 * 10  # 12 training losses, 10 metrics at steps 0, 4, 8, 12
+    assert len(curves[0]) == 12 * 5 + 4 * 10  # per step the loss and 4 in-batch recalls; 10 metrics at 0, 4, 8, 12
     assert curves[0] == curves[1]
     assert curves[0] != curves[2]
 

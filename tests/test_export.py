@@ -1,12 +1,15 @@
-"""``python -m bench sweep <sweep> --export {wandb,slurm}``: the exported files, and the exported command run for one
-grid point (a subprocess, as an agent or a SLURM task would run it) on the shared run folders, where a run already
-done is skipped by ``bench train`` too."""
+"""``tvr-convbench sweep <sweep> --export {wandb,slurm}``: the exported files (portable shell: no GNU-only
+``env --chdir``; checked with ``sh -n`` / ``bash -n`` and, where installed, shellcheck), the SLURM resources
+(derived from the protocol, e.g. for ``didemo-full``, or given in a ``slurm`` section), and the exported command run
+for one grid point (a subprocess, as an agent or a SLURM task would run it, from another folder) on the shared run
+folders, where a run already done is skipped by ``tvr-convbench train`` too."""
 
 from __future__ import annotations
 
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +19,11 @@ import torch
 import yaml
 
 from tvr_convbench.bench.cli import main
-from tvr_convbench.bench.config import load_sweep
+from tvr_convbench.bench.config import SWEEP_KEYS, load_sweep
+from tvr_convbench.bench.export import SlurmConfig, export_sweep, slurm_resources
+from tvr_convbench.bench.typed import from_mapping
+from tvr_convbench.core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
 SWEEP = """\
 methods: [meanp, {{method: meanp, label: meanp-nowd}}]
 seeds: [0, 1]
@@ -29,6 +34,8 @@ trainer: {{max_steps: 4, val_every: 2, batch_size: 8, num_threads: 1}}
 wandb: {{mode: disabled}}
 """
 RUNS = ["meanp-s0", "meanp-s1", "meanp-nowd-s0", "meanp-nowd-s1"]
+ENTRY = str(Path(sys.executable).parent / "tvr-convbench")
+SHELLCHECK = shutil.which("shellcheck")
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +43,15 @@ def _keep_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder the export is made from (exported commands change into it)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
 
 
 @pytest.fixture
@@ -52,7 +68,21 @@ def export(sweep_path: Path, runs: Path, kind: str, capsys: pytest.CaptureFixtur
     return path
 
 
-def test_wandb_export_is_a_grid_over_the_run_names(sweep_path: Path, tmp_path: Path, capsys) -> None:
+def shell_ok(path: Path, shell: str) -> None:
+    """Parses as ``shell`` (``-n``: read, never run)."""
+    assert subprocess.run([shell, "-n", str(path)]).returncode == 0
+
+
+def agent_script(wandb_sweep: Path, folder: Path) -> Path:
+    """The agent's ``sh -c`` script of an exported wandb sweep, as a file in ``folder`` (for ``sh -n`` and
+    shellcheck)."""
+    script = yaml.safe_load(wandb_sweep.read_text())["command"][2]
+    path = folder / f"{wandb_sweep.parent.name}-agent-command.sh"
+    path.write_text(f"#!/bin/sh\n# the agent runs: /bin/sh -c SCRIPT tvr-convbench --run=NAME\n{script}\n")
+    return path
+
+
+def test_wandb_export_is_a_grid_over_the_run_names(sweep_path: Path, tmp_path: Path, work: Path, capsys) -> None:
     from wandb.sdk.launch.sweeps.utils import load_sweep_config
 
     path = export(sweep_path, tmp_path / "runs", "wandb", capsys)
@@ -61,17 +91,20 @@ def test_wandb_export_is_a_grid_over_the_run_names(sweep_path: Path, tmp_path: P
     assert config["method"] == "grid" and config["parameters"] == {"run": {"values": RUNS}}
     assert config["metric"] == {"name": "best/val/t2v/R@1", "goal": "maximize"}
     assert config["name"] == "grid" and config["project"] == "tvr-convbench"
-    assert (REPO / config["program"]).is_file()
+    assert config["program"] == ENTRY and Path(ENTRY).is_file()
     runs, exported = str((tmp_path / "runs").resolve()), path.parent / "exported-sweep.yaml"
-    assert config["command"] == [
-        "${env}", f"--chdir={REPO}", "${interpreter}", "-m", "tvr_convbench", "train", str(exported),
-        "--runs-dir", runs, "--no-progress", "${args}",
+    sh, dash_c, script, name, args = config["command"]
+    assert (sh, dash_c, name, args) == ("/bin/sh", "-c", "tvr-convbench", "${args}")  # no ${env}: no GNU env
+    assert shlex.split(script) == [
+        "cd", str(work), "&&", "exec", ENTRY, "train", str(exported), "--runs-dir", runs, "--no-progress", "$@",
     ]  # fmt: skip
+    assert "--chdir" not in path.read_text()
+    shell_ok(agent_script(path, tmp_path), "/bin/sh")
     assert load_sweep(str(exported)).to_dict() == load_sweep(str(sweep_path)).to_dict()
     assert sorted(p.name for p in path.parent.iterdir()) == ["exported-sweep.yaml", "wandb-sweep.yaml"]  # no run
 
 
-def test_slurm_export_is_one_array_task_per_run(sweep_path: Path, tmp_path: Path, capsys) -> None:
+def test_slurm_export_is_one_array_task_per_run(sweep_path: Path, tmp_path: Path, work: Path, capsys) -> None:
     path = export(sweep_path, tmp_path / "runs", "slurm", capsys)
     text = path.read_text()
     directives = re.findall(r"^#SBATCH (\S+)$", text, flags=re.M)
@@ -79,19 +112,100 @@ def test_slurm_export_is_one_array_task_per_run(sweep_path: Path, tmp_path: Path
     assert directives == [
         "--job-name=tvr-grid", "--array=0-3", "--ntasks=1", "--cpus-per-task=1", f"--output={logs}/%A_%a.out",
     ]  # fmt: skip
+    assert "# --cpus-per-task=1: derived from 1 process(es) x (1 torch thread(s) + 0 data.workers)" in text
+    assert "# cluster defaults for --partition, --time" in text
     assert logs.is_dir()  # sbatch does not create it
     assert re.search(r"^RUNS=\((.*)\)$", text, flags=re.M).group(1).split() == RUNS
     command = shlex.split(text.strip().splitlines()[-1])
-    assert command[:2] == ["exec", f"${{PYTHON:-{sys.executable}}}"]
+    assert command[:2] == ["exec", f"${{TVR_CONVBENCH:-{ENTRY}}}"]
     assert command[2:] == [
-        "-m", "tvr_convbench", "train", str(path.parent / "exported-sweep.yaml"), "--runs-dir",
+        "train", str(path.parent / "exported-sweep.yaml"), "--runs-dir",
         str((tmp_path / "runs").resolve()), "--no-progress", "--run", "${RUNS[$SLURM_ARRAY_TASK_ID]}",
     ]  # fmt: skip
-    assert f"cd {REPO}\n" in text
-    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    assert f"\ncd {work}\n" in text and "--chdir" not in text
+    shell_ok(path, "/bin/bash")
 
 
-def test_export_refuses_runs_made_with_another_config(sweep_path: Path, tmp_path: Path, capsys) -> None:
+def test_slurm_resources_for_didemo_full_are_derived_from_the_protocol(tmp_path: Path, work: Path) -> None:
+    """didemo-full: accelerator auto with 16-mixed (a GPU run), one device, data.workers 8."""
+    sweep = load_sweep("didemo-full")
+    path = export_sweep(sweep, "slurm", tmp_path / "runs", "didemo-full")
+    text = path.read_text()
+    header = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert header == [
+        "#SBATCH --job-name=tvr-didemo-full",
+        f"#SBATCH --array=0-{len(sweep.runs()) - 1}",
+        "#SBATCH --ntasks=1",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --cpus-per-task=9",
+        "#SBATCH --mem=24G",
+        f"#SBATCH --output={path.parent / 'slurm'}/%A_%a.out",
+    ]
+    assert "# --gres=gpu:1: derived from trainer.accelerator auto, precision 16-mixed, 1 device(s)" in text
+    assert "# --cpus-per-task=9: derived from 1 process(es) x (1 torch thread(s) + 8 data.workers)" in text
+    shell_ok(path, "/bin/bash")
+    # the same protocol on CPU (e.g. --set trainer.accelerator=cpu) asks for no GPU and no memory
+    cpu = load_sweep("didemo-full", ["trainer.accelerator=cpu"])
+    resources, _ = slurm_resources(cpu)
+    assert (resources.gres, resources.cpus_per_task, resources.mem) == ("", 9, None)
+
+
+def test_a_slurm_section_sets_every_resource(tmp_path: Path, work: Path) -> None:
+    sweep = load_sweep("didemo-full")
+    sweep.slurm = SlurmConfig(
+        partition="gpu",
+        gres="gpu:a100:1",
+        time="1-00:00:00",
+        mem="64G",
+        cpus_per_task=12,
+        array_parallel=8,
+        extra=["--account=proj", "#SBATCH --qos=high"],
+    )
+    text = export_sweep(sweep, "slurm", tmp_path / "runs", "didemo-full").read_text()
+    header = [line.removeprefix("#SBATCH ") for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert header[1:-1] == [
+        f"--array=0-{len(sweep.runs()) - 1}%8", "--ntasks=1", "--partition=gpu", "--gres=gpu:a100:1",
+        "--cpus-per-task=12", "--mem=64G", "--time=1-00:00:00", "--account=proj", "--qos=high",
+    ]  # fmt: skip
+    assert "derived from" not in text and "cluster defaults" not in text
+    sweep.slurm = SlurmConfig(gres="")  # no GPU asked for
+    assert "--gres" not in export_sweep(sweep, "slurm", tmp_path / "runs", "didemo-full").read_text()
+
+
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed")
+def test_exported_scripts_pass_shellcheck(sweep_path: Path, tmp_path: Path, work: Path) -> None:
+    for sweep in (load_sweep(str(sweep_path)), load_sweep("didemo-full")):
+        sbatch = export_sweep(sweep, "slurm", tmp_path / "runs", sweep.name)
+        command = agent_script(export_sweep(sweep, "wandb", tmp_path / "runs", sweep.name), tmp_path)
+        for path, shell in ((sbatch, "bash"), (command, "sh")):
+            check = subprocess.run([SHELLCHECK, "--shell", shell, str(path)], capture_output=True, text=True)
+            assert check.returncode == 0, check.stdout
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("time", "4 hours", "slurm.time: expected [D-]HH[:MM[:SS]]"),
+        ("mem", "lots", "slurm.mem: expected a size"),
+        ("gres", "gpu 1", "slurm.gres: expected a gres spec"),
+        ("cpus_per_task", 0, "slurm.cpus_per_task must be positive"),
+        ("extra", ["account=x"], "slurm.extra: expected an sbatch option"),
+        ("extra", ["--a=1\n--b=2"], "slurm.extra: expected an sbatch option"),
+    ],
+)
+def test_a_bad_slurm_value_is_a_config_error_naming_the_key(key: str, value: object, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        from_mapping(SlurmConfig, {key: value}, "sweep.yaml: slurm")
+
+
+@pytest.mark.skipif("slurm" not in SWEEP_KEYS, reason="the slurm section is not wired into SweepConfig yet")
+def test_the_slurm_section_comes_from_the_sweep_file(sweep_path: Path, tmp_path: Path, work: Path, capsys) -> None:
+    extra = ("--set", "slurm.time=04:00:00", "--set", "slurm.partition=short")
+    text = export(sweep_path, tmp_path / "runs", "slurm", capsys, *extra).read_text()
+    assert "#SBATCH --partition=short\n" in text and "#SBATCH --time=04:00:00\n" in text
+
+
+def test_export_refuses_runs_made_with_another_config(sweep_path: Path, tmp_path: Path, work: Path, capsys) -> None:
     runs = tmp_path / "runs"
     old = runs / "grid" / "meanp-s0"
     old.mkdir(parents=True)
@@ -103,26 +217,32 @@ def test_export_refuses_runs_made_with_another_config(sweep_path: Path, tmp_path
 
 
 @pytest.mark.slow
-def test_exported_commands_train_one_grid_point_and_done_runs_are_skipped(
-    sweep_path: Path, tmp_path: Path, capsys
-) -> None:
+def test_exported_commands_train_one_grid_point_and_done_runs_are_skipped(tmp_path: Path, work: Path, capsys) -> None:
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args, load_sweep_config
 
-    runs = tmp_path / "runs"
+    sweep_path = tmp_path / "grid.yaml"
+    sweep_path.write_text(SWEEP.format(cache="cache"))  # relative: resolved in the export's folder
+    runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    elsewhere.mkdir()
     sweep_dir, steps = runs / "grid", ("--set", "trainer.max_steps=3")  # an override travels with the export
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    # a wandb agent's command for grid point meanp-nowd-s0 (its macro expansion: wandb_agent.py), from any folder
+    # a wandb agent's command for grid point meanp-nowd-s0 (its macro expansion: wandb_agent.py), run elsewhere
     config = load_sweep_config(str(export(sweep_path, runs, "wandb", capsys, *steps)))
     macros = create_sweep_command_args({"args": {"run": {"value": "meanp-nowd-s0"}}})
-    macros.update(env=["/usr/bin/env"], interpreter=[sys.executable])
     command = [arg for c in config["command"] for arg in (macros[c[2:-1]] if c.startswith("${") else [c])]
     assert command[-1] == "--run=meanp-nowd-s0"
-    agent = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    agent = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert agent.returncode == 0, agent.stderr[-2000:]
-    # SLURM array task 1 = meanp-s1
+    assert (work / "cache").is_dir() and not (elsewhere / "cache").exists()  # ran in the export's folder
+    # SLURM array task 1 = meanp-s1, submitted from elsewhere too
     script = export(sweep_path, runs, "slurm", capsys, *steps)
     task = subprocess.run(
-        ["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": "1"}, capture_output=True, text=True, timeout=300
+        ["bash", str(script)],
+        cwd=elsewhere,
+        env={**env, "SLURM_ARRAY_TASK_ID": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert task.returncode == 0, task.stderr[-2000:]
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["meanp-nowd-s0", "meanp-s1", "slurm"]

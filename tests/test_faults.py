@@ -181,10 +181,22 @@ def _break_log(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Run, "log", log)
 
 
+def _server_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network probe says the server answers, so the init itself meets the bad key."""
+    from tvr_convbench.bench import wandb_mirror
+
+    monkeypatch.setattr(wandb_mirror, "probe_server", lambda timeout=None: None)
+
+
 WANDB_FAULTS = {
     # name: (wandb mode, environment, monkeypatch, warning fragment)
-    "online-no-network": ("online", {"WANDB_API_KEY": "k" * 40}, None, "wandb init failed (CommError"),
-    "bad-key": ("online", {"WANDB_API_KEY": "bad"}, None, "wandb init failed (AuthenticationError"),
+    "online-no-network": (
+        "online",
+        {"WANDB_API_KEY": "k" * 40},
+        None,
+        "no answer from the wandb server http://127.0.0.1:9 within the probe",
+    ),
+    "bad-key": ("online", {"WANDB_API_KEY": "bad"}, _server_answers, "wandb init failed (AuthenticationError"),
     "init-crash": ("offline", {}, _break_init, "injected crash inside wandb.init"),
     "log-crash": ("offline", {}, _break_log, "wandb log failed (RuntimeError: injected crash inside run.log)"),
 }
@@ -200,7 +212,7 @@ def test_wandb_trouble_warns_and_the_run_goes_on(
     if patch is not None:
         patch(monkeypatch)
     path, runs = sweep_file(tmp_path, cache, wandb=mode), tmp_path / "runs"
-    with pytest.warns(UserWarning, match="continuing with the local run log only") as caught:
+    with pytest.warns(UserWarning, match="continuing with the local run log only|mirrors offline") as caught:
         assert sweep(path, runs) == 0
     assert any(fragment in str(w.message) for w in caught), [str(w.message) for w in caught]
     run_dir = runs / "s" / "meanp-s0"

@@ -137,7 +137,7 @@ def test_knobs_are_the_settings_fields():
     """The ``data:`` schema is ProxySettings' fields (same types and defaults), then the module-only keywords."""
     params = ProxyDataModule.config_parameters()
     knobs = [f.name for f in fields(ProxySettings)]
-    assert list(params) == [*knobs, "regime", "adapter", "cache_dir"] and len(knobs) == 27
+    assert list(params) == [*knobs, "regime", "adapter", "cache_dir"] and len(knobs) == 29  # 27 + 2 patch knobs
     assert all(params[k].default == getattr(ProxySettings(), k) for k in knobs)
     assert ProxyDataModule(**TINY).settings == ProxySettings(**TINY)
     with pytest.raises(UnknownNameError, match="did you mean 'val_videos'"):
@@ -203,3 +203,14 @@ def test_describe_data_adds_nothing_to_real_data(tmp_path):
 
     dm = NotSynthetic(**TINY, cache_dir=str(tmp_path))
     assert describe_data(dm) == dm.describe()
+
+
+def test_calibration_leaves_the_random_stream_alone(tmp_path):
+    """``describe_data`` runs inside every run after the model is built: its meanP and backbone inits must not
+    shift the run's later random draws (dropout), or a method's curve would depend on the calibration."""
+    module = ProxyDataModule(**TINY, cache_dir=str(tmp_path))
+    module.setup()
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    describe_data(module)
+    assert torch.equal(torch.get_rng_state(), before)

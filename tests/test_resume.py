@@ -51,7 +51,7 @@ from tvr_convbench.bench import runlog, trainer
 
 HOOKS = {  # name: (owner, attribute, kill before the call?)
     "train_step": (trainer.Run, "train_step", True),  # between two optimizer steps
-    "metrics": (trainer, "retrieval_metrics", True),  # inside an evaluation: reps encoded, no metrics yet
+    "metrics": (trainer, "evaluate_reps", True),  # inside an evaluation: reps encoded, no metrics yet
     "checkpoint": (trainer, "save_checkpoint", False),  # right after last.ckpt was renamed into place
     "flush": (runlog.MetricsLog, "flush", False),  # metrics.csv written, its checkpoint not yet
 }
