@@ -129,18 +129,18 @@ def _sweep_summary(name: str, outcomes: list) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """One run: every check first (writing nothing), then, holding the run folder's lock, the run."""
+    from tvr_convbench.bench.selection import check_selection_file, read_selection
     from tvr_convbench.bench.sweep import changed_runs, check_compatible, preflight, run_one
     from tvr_convbench.bench.targets import check_targets_file
     from tvr_convbench.core.files import atomic_write_yaml, check_unlocked, folder_lock
     from tvr_convbench.core.schema import RunPaths, SweepPaths
 
     sweep = load_sweep(args.sweep, args.overrides)
-    runs = {cfg.run: cfg for cfg in sweep.runs()}
-    if args.run not in runs:
-        from tvr_convbench.core.registry import suggest
-
-        raise ConfigError(f"sweep {sweep.name!r} has no run {args.run!r}{suggest(args.run, runs)} ({', '.join(runs)})")
     sweep_dir = args.runs_dir / sweep.name
+    check_selection_file(sweep, sweep_dir)
+    runs = {cfg.run: cfg for cfg in sweep.runs(read_selection(sweep, sweep_dir))}
+    if args.run not in runs:
+        _unknown_run(sweep, args, runs)
     cfg = runs[args.run]
     lock = RunPaths(sweep_dir / cfg.run).lock
     check_unlocked(lock, "training process")
@@ -148,7 +148,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if changed and not args.restart_changed:
         check_compatible(sweep_dir, [cfg])  # raises the one-line mismatch error
     check_targets_file(sweep, sweep_dir)
-    if cfg.phase == "scored" and sweep.targets.source == "reference" and not SweepPaths(sweep_dir).targets.exists():
+    if (
+        cfg.phase == "scored"
+        and sweep.targets.source in ("reference", "tuning")
+        and not SweepPaths(sweep_dir).targets.exists()
+    ):
         raise ConfigError(
             f"{args.run}: a scored run starts only after the targets are fixed ({SweepPaths(sweep_dir).targets} "
             f"is missing): train the reference runs, then `tvr-convbench targets {args.sweep}`"
@@ -163,9 +167,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 1 if outcome.status == "failed" else 0
 
 
+def _unknown_run(sweep, args: argparse.Namespace, runs: dict) -> None:  # noqa: ANN001 - a SweepConfig
+    from tvr_convbench.core.registry import suggest
+
+    scored = {f"{spec.label}-s{seed}" for spec in sweep.methods for seed in sweep.seeds}
+    if sweep.tuning.enabled and args.run in scored:
+        raise ConfigError(
+            f"{args.run}: a scored run of a tuned sweep starts only after the selection (selection.json is missing):"
+            f" train the tuning runs, then `tvr-convbench targets {args.sweep}` (it also selects)"
+        )
+    raise ConfigError(f"sweep {sweep.name!r} has no run {args.run!r}{suggest(args.run, runs)} ({', '.join(runs)})")
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
-    """Fix ``targets.json`` from the finished reference runs (exit 1 when they cannot fix it yet)."""
-    from tvr_convbench.bench.sweep import fix_sweep_targets
+    """Fix ``targets.json`` from the finished reference (or tuning) runs, and with a tuning section
+    ``selection.json`` (exit 1 when they cannot be fixed yet)."""
+    from tvr_convbench.bench.selection import check_selection_file
+    from tvr_convbench.bench.sweep import fix_sweep_selection, fix_sweep_targets
     from tvr_convbench.bench.targets import TargetsError, check_targets_file
     from tvr_convbench.core.schema import SweepPaths
 
@@ -176,11 +194,11 @@ def cmd_targets(args: argparse.Namespace) -> int:
         print(f"sweep {sweep.name}: no targets section, the targets are post hoc (nothing to fix)")
         return 0
     check_targets_file(sweep, sweep_dir)
+    check_selection_file(sweep, sweep_dir)
     if path.exists():
         print(f"targets already fixed: {path}")
-        return 0
     try:
-        fix_sweep_targets(sweep, sweep_dir)
+        fix_sweep_selection(sweep, sweep_dir, fix_sweep_targets(sweep, sweep_dir))
     except TargetsError as err:
         print(f"error: the targets cannot be fixed: {err}", file=sys.stderr)
         return 1

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import yaml
 
 from tvr_convbench.bench.export import SlurmConfig
+from tvr_convbench.bench.tuning import TuningConfig
 from tvr_convbench.bench.typed import YamlLoader, check_signature, coerce, from_mapping, load_yaml
 from tvr_convbench.core.errors import ConfigError, RegistryError
 from tvr_convbench.core.registry import suggest
@@ -262,8 +263,9 @@ class TargetsConfig:
     absolute value of the report metric shared by all methods. Without a ``targets`` section they are fixed post
     hoc, from the scored runs themselves, and the report says so."""
 
-    source: Literal["reference", "absolute", "posthoc"] = "posthoc"
+    source: Literal["reference", "tuning", "absolute", "posthoc"] = "posthoc"
     """``reference``: from the reference runs (every method of the sweep on ``seeds``), fixed before any scored run;
+    ``tuning``: from the tuning trials (the ``tuning`` section), fixed before the selection and the scored runs;
     ``absolute``: ``values``; ``posthoc``: from the scored runs (they set their own finish line: flagged)"""
     seeds: tuple[int, ...] = ()
     """reference seeds: runs on them fix the targets and are never scored (disjoint from the sweep's seeds)"""
@@ -327,8 +329,11 @@ class RunConfig:
     data: dict
     trainer: TrainerConfig
     wandb: WandbConfig
-    phase: Literal["scored", "reference"] = "scored"
-    """``reference``: a run that fixes the targets and is never scored"""
+    phase: Literal["scored", "reference", "tuning"] = "scored"
+    """``reference``/``tuning``: a run that fixes the targets (a tuning trial also competes for its method's
+    setting) and is never scored"""
+    trial: int | None = None
+    """the tuning trial this run belongs to (its settings are in ``trainer``)"""
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -356,41 +361,71 @@ class SweepConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     source: str = ""
 
-    def runs(self) -> list[RunConfig]:
-        """Every run of the sweep: the reference runs (which fix the targets) first, then the scored runs."""
-        return self.reference_runs() + self.scored_runs()
+    def runs(self, selection: Any = None) -> list[RunConfig]:
+        """Every run of the sweep: the reference runs (tuning trials, or reference seeds) first, then the scored
+        runs (with tuning, only once ``selection`` says which setting each method scores with)."""
+        return self.reference_runs() + self.scored_runs(selection)
 
-    def scored_runs(self) -> list[RunConfig]:
-        """Every (method, seed) run that enters the statistics, method-major."""
-        return [self.run_config(spec, seed) for spec in self.methods for seed in self.seeds]
+    def scored_runs(self, selection: Any = None) -> list[RunConfig]:
+        """Every (method, seed) run that enters the statistics, method-major; with tuning, each method at its
+        selected setting (``bench.tuning.Selection``; none before the selection exists)."""
+        if self.tuning.enabled and selection is None:
+            return []
+        settings = (lambda spec: selection.settings(spec.label)) if self.tuning.enabled else (lambda spec: {})
+        return [self.run_config(spec, seed, settings=settings(spec)) for spec in self.methods for seed in self.seeds]
 
     def reference_runs(self) -> list[RunConfig]:
-        """Every (method, reference seed) run that fixes the targets (none for absolute targets)."""
+        """The runs that fix the targets and are never scored: the tuning trials, or every method on the
+        reference seeds (none for absolute or post hoc targets)."""
+        if self.tuning.enabled:
+            return self.tuning_runs()
         if self.targets.source != "reference":
             return []
         return [self.run_config(spec, seed, "reference") for spec in self.methods for seed in self.targets.seeds]
 
-    def run_config(self, spec: MethodSpec, seed: int, phase: str = "scored") -> RunConfig:
+    def tuning_runs(self) -> list[RunConfig]:
+        """Every method x trial x tuning seed (the same trials for every method), named ``<label>-t<k>-s<seed>``."""
+        trials = self.trials()
+        return [
+            self.run_config(spec, seed, "tuning", trial=k, settings=trial)
+            for spec in self.methods
+            for k, trial in enumerate(trials)
+            for seed in self.tuning.seeds
+        ]
+
+    def trials(self) -> list[dict[str, float]]:
+        """The tuning trials' settings (tied ones included), the same list for every method."""
+        official = {key: getattr(self.trainer, key) for key in self.tuning.space}
+        return self.tuning.trials(official)
+
+    def run_config(
+        self, spec: MethodSpec, seed: int, phase: str = "scored", trial: int | None = None, settings: dict | None = None
+    ) -> RunConfig:
+        name = f"{spec.label}-t{trial}-s{seed}" if trial is not None else f"{spec.label}-s{seed}"
         return RunConfig(
             phase=phase,
+            trial=trial,
             sweep=self.name,
-            run=f"{spec.label}-s{seed}",
+            run=name,
             label=spec.label,
             method=spec.method,
             method_args=dict(spec.args),
             seed=seed,
             data=dict(self.data),
-            trainer=self.trainer_for(spec),
+            trainer=self.trainer_for(spec, settings),
             wandb=self.wandb,
         )
 
-    def trainer_for(self, spec: MethodSpec) -> TrainerConfig:
-        """The trainer settings of one method entry: the sweep's, with the entry's own overrides (if any)."""
-        if not spec.trainer:
+    def trainer_for(self, spec: MethodSpec, settings: dict | None = None) -> TrainerConfig:
+        """The trainer settings of one method entry: the sweep's, with the entry's own overrides (if any) and a
+        tuning trial's (or the selected) settings on top."""
+        overrides = {**spec.trainer, **(settings or {})}
+        if not overrides:
             return self.trainer
-        merged = {**dataclasses.asdict(self.trainer), **spec.trainer}
+        merged = {**dataclasses.asdict(self.trainer), **overrides}
         return from_mapping(TrainerConfig, merged, f"{self.source}: methods ({spec.label}).trainer")
 
     def to_dict(self) -> dict:
@@ -422,7 +457,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-SWEEP_KEYS = ("name", "methods", "seeds", "data", "trainer", "wandb", "overrides", "report", "targets", "slurm")
+SWEEP_KEYS = (
+    "name", "methods", "seeds", "data", "trainer", "wandb", "overrides", "report", "targets", "slurm", "tuning",
+)  # fmt: skip
 RESOLVED_KEYS = tuple(k for k in SWEEP_KEYS if k != "overrides")
 
 
@@ -499,12 +536,53 @@ def _sections(raw: dict, where: str, default_name: str | None) -> dict[str, Any]
         "report": from_mapping(ReportConfig, raw.get("report", {}), f"{where}: report"),
         "targets": _targets(raw, where),
         "slurm": from_mapping(SlurmConfig, raw.get("slurm", {}), f"{where}: slurm"),
+        "tuning": _tuning(raw, where),
     }
+
+
+def _tuning(raw: dict, where: str) -> TuningConfig:
+    """The ``tuning`` section; its seeds are never scored seeds nor reference seeds, and it fixes the targets."""
+    tuning = from_mapping(TuningConfig, raw.get("tuning", {}), f"{where}: tuning")
+    if not tuning.enabled:
+        return tuning
+    seeds = set(coerce(raw.get("seeds", [0]), list, f"{where}: seeds"))
+    reference = set((raw.get("targets") or {}).get("seeds") or ())
+    overlap = sorted((seeds | reference) & set(tuning.seeds))
+    if overlap:
+        raise ConfigError(
+            f"{where}: tuning.seeds {overlap} are also scored or reference seeds (tuning seeds are never scored)"
+        )
+    labels = target_labels(_targets(raw, where), _report_metric(raw))
+    if tuning.rule.target not in labels:
+        raise ConfigError(
+            f"{where}: tuning.rule.target {tuning.rule.target!r} is not a target of the sweep ({', '.join(labels)})"
+        )
+    source = (raw.get("targets") or {}).get("source", "posthoc")
+    if source not in ("tuning", "absolute"):
+        raise ConfigError(
+            f"{where}: targets.source: with a tuning section the tuning runs fix the targets "
+            f"(source: tuning, or absolute values), got {source!r}"
+        )
+    return tuning
+
+
+def target_labels(targets: TargetsConfig, metric: str) -> list[str]:
+    """The labels the targets will have: ``90%`` for fractions, ``≥30`` for absolute values."""
+    if targets.source == "absolute":
+        sign = "≥" if higher_is_better(metric) else "≤"
+        return [f"{sign}{v:g}" for v in targets.values]
+    return [f"{100 * f:g}%" for f in targets.fractions]
+
+
+def _report_metric(raw: dict) -> str:
+    return str((raw.get("report") or {}).get("metric", ReportConfig.metric))
 
 
 def _targets(raw: dict, where: str) -> TargetsConfig:
     """The ``targets`` section; its reference seeds must not be scored seeds (they would set their own targets)."""
     targets = from_mapping(TargetsConfig, raw.get("targets", {}), f"{where}: targets")
+    if targets.source == "tuning" and not (raw.get("tuning") or {}).get("space"):
+        raise ConfigError(f"{where}: targets.source is 'tuning' but the sweep has no tuning section")
     seeds = coerce(raw.get("seeds", [0]), list, f"{where}: seeds")
     overlap = sorted(set(seeds) & set(targets.seeds))
     if overlap:

@@ -4,7 +4,10 @@
     python -m bench data stats --dataset didemo --annotations FILE [--split-list FILE]
     python -m bench data features --dataset didemo --annotations DIR --videos DIR --clip PATH --out STORE
         [--splits train,val,test] [--sampler fps1|uniform] [--max-frames 64] [--max-words 64] [--batch-size N]
-        [--workers N] [--strict]
+        [--workers N] [--strict] [--patches]
+
+``--patches`` also writes every frame's projected patch tokens (``video_patches``, for the methods that need them:
+TS2-Net, UCoFiA), from the same CLIP forward; a store without them is refused for those methods.
 
 ``add_parser(subparsers)`` adds the ``data`` command to the harness CLI and ``run(args)`` executes it: exit code 0 on
 success, 2 on bad input (a ``DataError``: one line on stderr naming the file and field; every file is written
@@ -100,6 +103,11 @@ def _add_features(commands: argparse._SubParsersAction) -> None:
     feats.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     feats.add_argument("--cache-dir", type=Path, default=Path(".cache/didemo"), help="video-index cache")
     feats.add_argument("--strict", action="store_true", help="fail on a missing or undecodable video")
+    feats.add_argument(
+        "--patches",
+        action="store_true",
+        help="also store every frame's projected patch tokens (TS2-Net, UCoFiA; ~3.2 MB a video at 64 x 49 x 512)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -240,6 +248,7 @@ def extract_features(args: argparse.Namespace, on_chunk: Any = None) -> dict[str
         chunk_items=args.chunk_items,
         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         on_chunk=on_chunk,
+        patches=args.patches,
     )
     sources_info = {"clip": str(args.clip), "annotations": str(args.annotations), "videos": str(args.videos)}
     return extractor.run(sources, sources_info)
@@ -260,7 +269,7 @@ def _store_settings(
     from tvr_convbench.datasets.clip import checkpoint_hash
     from tvr_convbench.datasets.feature_store import protocol_settings
 
-    return {
+    settings = {
         "dataset": "didemo",
         "clip_sha256": checkpoint_hash(model, tokenizer),
         "width": model.config.projection_dim,
@@ -270,6 +279,9 @@ def _store_settings(
         "videos_listing_sha256": listing,
         "chunk_items": args.chunk_items,
     }
+    if args.patches:  # only then: stores written before patch tokens existed keep their identity
+        settings["patch_tokens"] = True
+    return settings
 
 
 def _parse_splits(text: str) -> list[str]:

@@ -35,6 +35,7 @@ from pathlib import Path
 from tvr_convbench.bench.config import RunConfig, SweepConfig
 from tvr_convbench.bench.progress import SweepProgress
 from tvr_convbench.bench.runlog import collect_results, eval_share, fingerprint, read_status
+from tvr_convbench.bench.selection import read_selection
 from tvr_convbench.bench.wandb_mirror import sweep_mode
 from tvr_convbench.core.errors import ConfigError, one_line
 from tvr_convbench.core.files import atomic_write_yaml, check_unlocked, check_writable, folder_lock
@@ -132,7 +133,7 @@ def preflight(
 
     runs = [
         cfg
-        for cfg in (sweep.runs() if planned is None else planned)
+        for cfg in (sweep.runs(read_selection(sweep, sweep_dir)) if planned is None else planned)
         if cfg.run in rerun or read_status(sweep_dir / cfg.run) not in FINISHED_STATUSES
     ]
     if runs:
@@ -253,7 +254,8 @@ def run_sweep(
     reports_dir: Path | None = None,
     restart_changed: bool = False,
 ) -> list[Outcome]:
-    """Run every unfinished run of ``sweep`` under ``runs_root/<name>``: reference runs, targets, scored runs.
+    """Run every unfinished run of ``sweep`` under ``runs_root/<name>``: reference (or tuning) runs, targets,
+    the selection of each method's tuned setting, scored runs.
 
     Every check comes first and writes nothing (a ``ConfigError`` leaves the folders as they were); then the sweep
     takes its folder's lock for the rest."""
@@ -264,10 +266,12 @@ def run_sweep(
     with folder_lock(lock, "sweep"):
         prepare_sweep(sweep, sweep_dir, reports_dir, restart_changed)
         sweep_mode(sweep.wandb.mode, sweep_dir)  # one network probe per sweep; --jobs workers inherit it
-        with SweepProgress(sweep.name, enabled=progress).start(len(sweep.runs())) as bar:
+        total = len(sweep.reference_runs()) + len(sweep.methods) * len(sweep.seeds)
+        with SweepProgress(sweep.name, enabled=progress).start(total) as bar:
             outcomes = run_phase(sweep.reference_runs(), sweep_dir, jobs, progress, bar)
-            fix_sweep_targets(sweep, sweep_dir, bar)
-            outcomes += run_phase(sweep.scored_runs(), sweep_dir, jobs, progress, bar)
+            targets = fix_sweep_targets(sweep, sweep_dir, bar)
+            selection = fix_sweep_selection(sweep, sweep_dir, targets, bar)
+            outcomes += run_phase(sweep.scored_runs(selection), sweep_dir, jobs, progress, bar)
         collect_results(sweep_dir)
     return outcomes
 
@@ -275,12 +279,15 @@ def run_sweep(
 def check_sweep(sweep: SweepConfig, sweep_dir: Path, reports_dir: Path | None, restart_changed: bool) -> None:
     """Every check before the first run, writing nothing: configs of existing run folders, the targets file, the
     preflight (``ConfigError`` for the first problem)."""
+    from tvr_convbench.bench.selection import check_selection_file
     from tvr_convbench.bench.targets import check_targets_file
 
-    changed = [cfg.run for cfg, _ in changed_runs(sweep_dir, sweep.runs())]
-    if changed and not restart_changed:
-        check_compatible(sweep_dir, sweep.runs())  # raises the one-line mismatch error
     check_targets_file(sweep, sweep_dir)
+    check_selection_file(sweep, sweep_dir)
+    runs = sweep.runs(read_selection(sweep, sweep_dir))
+    changed = [cfg.run for cfg, _ in changed_runs(sweep_dir, runs)]
+    if changed and not restart_changed:
+        check_compatible(sweep_dir, runs)  # raises the one-line mismatch error
     preflight(sweep, sweep_dir, reports_dir, rerun=changed)
 
 
@@ -289,25 +296,50 @@ def prepare_sweep(sweep: SweepConfig, sweep_dir: Path, reports_dir: Path | None,
     targets file again, then write ``sweep.yaml``."""
     from tvr_convbench.bench.targets import check_targets_file
 
-    wiped = check_compatible(sweep_dir, sweep.runs(), restart_changed)
+    wiped = check_compatible(sweep_dir, sweep.runs(read_selection(sweep, sweep_dir)), restart_changed)
     for run in wiped:
         print(f"{run}: made with another config; wiped, rerun from scratch (--restart-changed)", flush=True)
     check_targets_file(sweep, sweep_dir)
     atomic_write_yaml(SweepPaths(sweep_dir).sweep, sweep.to_dict())
 
 
-def fix_sweep_targets(sweep: SweepConfig, sweep_dir: Path, bar: SweepProgress | None = None) -> None:
-    """Write ``targets.json`` before the first scored run (``bench.targets``), with the zero-shot floor."""
+def fix_sweep_targets(sweep: SweepConfig, sweep_dir: Path, bar: SweepProgress | None = None):  # noqa: ANN201
+    """Write ``targets.json`` before the first scored run (``bench.targets``), with the zero-shot floor; returns
+    the targets (the file's when it exists; ``None`` for post hoc targets)."""
     from tvr_convbench.bench.calibration import zero_shot_metrics
-    from tvr_convbench.bench.targets import fix_targets
+    from tvr_convbench.bench.targets import TargetSet, fix_targets
     from tvr_convbench.bench.trainer import build_data
 
-    if sweep.targets.source == "posthoc" or SweepPaths(sweep_dir).targets.exists():
-        return
+    path = SweepPaths(sweep_dir).targets
+    if sweep.targets.source == "posthoc":
+        return None
+    if path.exists():
+        return TargetSet.read(path)
     floor = zero_shot_metrics(build_data(sweep.data), sweep.trainer.eval_batch_size, sweep.trainer.eval_block)
     targets = fix_targets(sweep, sweep_dir, floor[sweep.report.metric])
     values = ", ".join(f"{label} {value:.2f}" for label, value in zip(targets.labels, targets.values))
-    line = f"targets ({targets.describe()}): {values}"
+    _say(bar, f"targets ({targets.describe()}): {values}")
+    return targets
+
+
+def fix_sweep_selection(sweep: SweepConfig, sweep_dir: Path, targets, bar: SweepProgress | None = None):  # noqa: ANN001, ANN201
+    """Write ``selection.json`` (each method's tuned setting) after the targets, before the first scored run."""
+    from tvr_convbench.bench.selection import fix_selection, read_selection
+
+    if not sweep.tuning.enabled:
+        return None
+    existing = read_selection(sweep, sweep_dir)
+    if existing is not None:
+        return existing
+    selection = fix_selection(sweep, sweep_dir, targets)
+    for label, choice in selection.choices.items():
+        settings = ", ".join(f"{k}={v:g}" for k, v in choice["settings"].items())
+        edge = f"; AT THE EDGE of the grid: {', '.join(choice['edge'])}" if choice["edge"] else ""
+        _say(bar, f"selected {label}: {settings} ({choice['why']}){edge}")
+    return selection
+
+
+def _say(bar: SweepProgress | None, line: str) -> None:
     if bar is not None:
         bar.write(line)
     else:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tvr_convbench.bench.config import RunConfig, SweepConfig, TargetsConfig, higher_is_better
+from tvr_convbench.bench.config import RunConfig, SweepConfig, TargetsConfig, higher_is_better, target_labels
 from tvr_convbench.core.errors import ConfigError
 from tvr_convbench.core.files import atomic_write_json
 from tvr_convbench.core.schema import RunPaths, SweepPaths
@@ -73,15 +73,17 @@ class TargetSet:
             return "absolute values from the sweep's targets section (fixed before any run)"
         if self.source == "posthoc":
             return f"post hoc: fractions of the best value of any scored run ({_fmt(self.reference_value)})"
-        rule = "median over reference seeds of each run's best, highest over methods"
+        unit = "tuning trial" if self.source == "tuning" else "method"
+        rule = f"median over seeds of each run's best, highest over {unit}s"
         rule = rule if self.reference == "median_best" else "best of any reference run"
+        runs = "tuning runs" if self.source == "tuning" else "reference runs"
         scale = (
             f"floor {_fmt(self.floor)} (zero-shot meanP) + f x (reference - floor)"
             if self.rule == "gain"
             else "f x reference"
         )
         return (
-            f"{len(self.reference_runs)} reference runs (seeds {self.seeds}, never scored); reference "
+            f"{len(self.reference_runs)} {runs} (seeds {self.seeds}, never scored); reference "
             f"{_fmt(self.reference_value)} = {rule}; targets = {scale}"
         )
 
@@ -118,7 +120,7 @@ def protocol_of(metric: str, source: str, rule: str, reference: str, fractions, 
 def expected_protocol(sweep: SweepConfig) -> dict:
     t = sweep.targets
     fractions = [] if t.source == "absolute" else t.fractions
-    seeds = t.seeds if t.source == "reference" else ()
+    seeds = {"reference": t.seeds, "tuning": sweep.tuning.seeds}.get(t.source, ())
     protocol = protocol_of(sweep.report.metric, t.source, t.rule, t.reference, fractions, seeds, _labels(sweep))
     return protocol | ({"values": [float(v) for v in t.values]} if t.source == "absolute" else {})
 
@@ -156,18 +158,20 @@ def compute_targets(sweep: SweepConfig, sweep_dir: Path, floor: float | None) ->
     t, metric = sweep.targets, sweep.report.metric
     if t.source == "absolute":
         values = [float(v) for v in t.values]
-        sign = "≥" if higher_is_better(metric) else "≤"
-        labels = [f"{sign}{v:g}" for v in values]
+        labels = target_labels(t, metric)
         return TargetSet(
             metric, "absolute", t.rule, t.reference, [], labels, values, floor, None, {}, [], _labels(sweep)
         )
-    bests = {cfg.run: reference_best(cfg, sweep_dir, metric) for cfg in sweep.reference_runs()}
-    ref = reference_value(bests, {cfg.run: cfg.label for cfg in sweep.reference_runs()}, t.reference, metric)
+    runs = sweep.reference_runs()
+    bests = {cfg.run: reference_best(cfg, sweep_dir, metric) for cfg in runs}
+    groups = {cfg.run: cfg.label if cfg.trial is None else f"{cfg.label}/t{cfg.trial}" for cfg in runs}
+    ref = reference_value(bests, groups, t.reference, metric)
     values = target_values(t, ref, floor)
-    labels = [f"{100 * f:g}%" for f in t.fractions]
+    labels = target_labels(t, metric)
+    seeds = sweep.tuning.seeds if t.source == "tuning" else t.seeds
     return TargetSet(
         metric,
-        "reference",
+        t.source,
         t.rule,
         t.reference,
         list(t.fractions),
@@ -176,7 +180,7 @@ def compute_targets(sweep: SweepConfig, sweep_dir: Path, floor: float | None) ->
         floor,
         ref,
         bests,
-        list(t.seeds),
+        list(seeds),
         _labels(sweep),
     )
 
@@ -229,7 +233,7 @@ def posthoc_targets(metric: str, fractions, bests: dict[str, float]) -> TargetSe
     ref = max(finite) if finite else math.nan
     if not higher_is_better(metric):
         raise TargetsError(f"{metric} is lower-is-better: post hoc fractions are undefined, give absolute targets")
-    labels = [f"{100 * f:g}%" for f in fractions]
+    labels = target_labels(TargetsConfig(fractions=tuple(fractions)), metric)
     return TargetSet(
         metric,
         "posthoc",

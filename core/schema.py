@@ -7,6 +7,7 @@ place. Layout of one sweep (``SweepPaths``; one ``RunPaths`` per run folder)::
     runs/<sweep>/sweep.yaml          the resolved sweep config
     runs/<sweep>/results.csv         every run's metrics rows (rebuilt by the sweep runner)
     runs/<sweep>/targets.json        the targets and their provenance, written before the first scored run
+    runs/<sweep>/selection.json      each method's tuned setting and why (with a tuning section)
     runs/<sweep>/wandb/              offline wandb runs (``wandb sync`` / ``wandb leet``)
     runs/<sweep>/<run>/config.yaml   the run's resolved config
     runs/<sweep>/<run>/status        one of ``STATUSES``
@@ -121,6 +122,11 @@ class SweepPaths:
     def targets(self) -> Path:
         """the targets, fixed before the first scored run, with their provenance"""
         return self.root / "targets.json"
+
+    @property
+    def selection(self) -> Path:
+        """each method's tuned setting (the tuning space, trials, rule and why), fixed before the scored runs"""
+        return self.root / "selection.json"
 
     @property
     def wandb(self) -> Path:

@@ -105,7 +105,26 @@ def details_section(analysis: Analysis) -> list[str]:
         tables.markdown_table(tables.profile_table(analysis.profile_scores)),
         "",
     ]
-    return lines + projection_lines(analysis)
+    return lines + tuning_lines(analysis) + projection_lines(analysis)
+
+
+def tuning_lines(analysis: Analysis) -> list[str]:
+    """The tuning phase: the space, the rule, every trial of every method with the selected one marked."""
+    if analysis.tuning is None:
+        return []
+    tuning = analysis.log.sweep.tuning
+    rule = tuning.rule
+    space = "; ".join(f"{k} in {[float(f'{v:g}') for v in vs]}" for k, vs in tuning.space.items())
+    tied = "; ".join(f"{k} follows {v}" for k, v in tuning.tied.items())
+    intro = (
+        f"The same {len(analysis.tuning.selection.trials)} trials for every method ({tuning.search} search over "
+        f"{space}{'; ' + tied if tied else ''}) on tuning seeds {list(tuning.seeds)}, never scored; rule declared "
+        f"before anything ran: fewest median {rule.axis} to the {rule.target} target, ties by the median {rule.tie}. "
+        "Cells: median [min, max] over the tuning seeds. A selection at an end of its grid is flagged: the grid was "
+        "too narrow for that method."
+    )
+    table = tables.sensitivity_table(analysis.tuning.table, analysis.tuning.keys, rule.axis)
+    return ["### Tuning and sensitivity", "", intro, "", tables.markdown_table(table), ""]
 
 
 def projection_lines(analysis: Analysis) -> list[str]:

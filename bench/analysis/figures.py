@@ -165,6 +165,36 @@ def _time_panel(ax: Axes, axis: str, panel: pd.DataFrame, rows: list, budget: fl
     ax.grid(axis="x", alpha=0.3)
 
 
+def sensitivity_figure(table: pd.DataFrame, keys: list[str], styles: dict, rule: str) -> Figure:
+    """Per tuned setting (a column), the best val value (top) and the median time to the rule's target (bottom) of
+    each method's trials along that setting, the other settings at their selected values; the selected trial is a
+    large filled marker, a trial that missed the target is drawn at the top edge (∞)."""
+    from tvr_convbench.bench.analysis.sensitivity import slice_through_selected
+
+    fig = Figure(figsize=(4.6 * len(keys), 6.4), layout="constrained")
+    axes = fig.subplots(2, len(keys), squeeze=False)
+    finite = table["time_median"][np.isfinite(table["time_median"])]
+    edge = CENSORED_AT * (float(finite.max()) if len(finite) else 1.0)
+    for col, key in enumerate(keys):
+        for method, style in styles.items():
+            line = slice_through_selected(table, method, key, keys)
+            if line.empty:
+                continue
+            times = line["time_median"].where(np.isfinite(line["time_median"]), edge)
+            for ax, y in ((axes[0, col], line["best_median"]), (axes[1, col], times)):
+                ax.plot(line[key], y, label=method, markersize=4, **style)
+                picked = line["selected"].to_numpy()
+                ax.plot(line[key][picked], y[picked], marker=style["marker"], color=style["color"], markersize=10)
+        axes[1, col].axhline(edge, color="0.5", linestyle=":", linewidth=0.8)
+        axes[1, col].annotate("∞ (missed)", (0.01, edge), xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
+        for row, label in ((0, "best val (median over tuning seeds)"), (1, f"median time to {rule}")):
+            axes[row, col].set(xscale="log", xlabel=key, ylabel=label if col == 0 else None)
+            axes[row, col].grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("sensitivity to the tuned settings (large marker: the selected trial)", fontsize=9)
+    return fig
+
+
 def profile_figure(profile: pd.DataFrame, styles: dict, note: str) -> Figure:
     """AlgoPerf performance profiles for steps and train seconds: the fraction of workloads (targets) a method
     meets within tau times the fastest method's median."""

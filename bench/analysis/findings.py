@@ -4,7 +4,8 @@ What they say, at the headline target (the one nearest to 90%): which methods re
 and in train seconds (medians with their intervals, both readings), whether the leader is separated from the
 runner-up (P(sooner) with its interval), which method reaches the best value, across all targets the AlgoPerf
 profile scores, who missed or failed, and what the evidence cannot decide (pairs whose P(sooner) interval holds
-0.5, medians without an interval, seconds measured under contention).
+0.5, medians without an interval, seconds measured under contention), and with tuning, the setting each method
+was scored with.
 """
 
 from __future__ import annotations
@@ -97,6 +98,23 @@ def profile_finding(analysis: Any) -> str:
     )
 
 
+def tuning_finding(analysis: Any) -> list[str]:
+    """The setting each method was scored with, and the ones selected at an end of their grid."""
+    if analysis.tuning is None:
+        return []
+    choices = analysis.tuning.selection.choices
+    parts = [f"{label} {', '.join(f'{k}={v:g}' for k, v in c['settings'].items())}" for label, c in choices.items()]
+    edges = [label for label, c in choices.items() if c["edge"]]
+    edge = f"; at an end of the grid (too narrow for them): {', '.join(edges)}" if edges else ""
+    rule = analysis.log.sweep.tuning.rule
+    return [
+        f"**Selected settings** (fewest median {rule.axis} to {rule.target} over the tuning trials): "
+        + "; ".join(parts)
+        + edge
+        + "."
+    ]
+
+
 def miss_findings(analysis: Any, target: str) -> list[str]:
     runs = analysis.log.runs
     broken = runs[runs["status"].isin(["failed", "diverged"])]
@@ -140,7 +158,8 @@ def findings(analysis: Any) -> list[str]:
     """The Findings section's bullet lines."""
     target = headline_target(analysis.targets)
     lines = [axis_finding(analysis, target, "steps"), axis_finding(analysis, target, "seconds")]
-    lines += [best_finding(analysis), profile_finding(analysis), *miss_findings(analysis, target)]
+    lines += [best_finding(analysis), profile_finding(analysis), *tuning_finding(analysis)]
+    lines += miss_findings(analysis, target)
     lines.append(undecided(analysis, target))
     return [f"- {line}" for line in lines]
 

@@ -88,15 +88,21 @@ def read_sweep(sweep_dir: Path) -> SweepConfig:
     return SweepConfig.from_file(path)
 
 
-PHASES = ("scored", "reference")
+PHASES = ("scored", "reference", "tuning")
 ANALYSED = ("done", "diverged", "failed")
 """statuses that enter the statistics (failed: as misses)"""
 
 
-def phase_runs(sweep: SweepConfig, phase: str) -> list[RunConfig]:
+def phase_runs(sweep: SweepConfig, phase: str, sweep_dir: Path) -> list[RunConfig]:
+    """The planned runs of one phase; the scored runs of a tuned sweep follow its ``selection.json`` (none before
+    it exists)."""
+    from tvr_convbench.bench.selection import read_selection
+
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r} (one of {PHASES})")
-    return sweep.scored_runs() if phase == "scored" else sweep.reference_runs()
+    if phase == "tuning":
+        return sweep.tuning_runs()
+    return sweep.scored_runs(read_selection(sweep, sweep_dir)) if phase == "scored" else sweep.reference_runs()
 
 
 def planned_runs(runs: list[RunConfig]) -> pd.DataFrame:
@@ -346,9 +352,11 @@ def empty_metrics() -> pd.DataFrame:
 def load_sweep(sweep_dir: Path | str, metric: str = "t2v/R@1", phase: str = "scored") -> SweepLog:
     """Read and validate the runs of one phase of ``runs/<sweep>/``; every problem becomes a warning (see the
     module docstring)."""
+    from tvr_convbench.bench.selection import read_selection
+
     sweep_dir = Path(sweep_dir)
     sweep, notes = read_sweep(sweep_dir), []
-    planned = phase_runs(sweep, phase)
+    planned = phase_runs(sweep, phase, sweep_dir)
     plan, fallback = planned_runs(planned), _ResultsFallback(SweepPaths(sweep_dir).results)
     configs = {cfg.run: run_config(sweep_dir / cfg.run, cfg, notes) for cfg in planned}
     notes += [note for cfg in configs.values() if (note := protocol_override_note(cfg, sweep))]
@@ -359,7 +367,7 @@ def load_sweep(sweep_dir: Path | str, metric: str = "t2v/R@1", phase: str = "sco
     runs = pd.DataFrame([row for row, _ in loaded])
     frames = [frame for row, frame in loaded if row["included"] and frame is not None]
     metrics = pd.concat(frames, ignore_index=True) if frames else empty_metrics()
-    notes += unexpected_folders(sweep_dir, planned_runs(sweep.runs()))
+    notes += unexpected_folders(sweep_dir, planned_runs(sweep.runs(read_selection(sweep, sweep_dir))))
     data = read_data_info(sweep_dir, list(plan["run"]), notes)
     for note in notes:
         warnings.warn(note, SweepLogWarning, stacklevel=2)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from tvr_convbench.bench.analysis import aggregate
 from tvr_convbench.bench.analysis.load import SweepLog, load_sweep, read_benchmark, read_sweep
+from tvr_convbench.bench.analysis.sensitivity import Sensitivity, sensitivity
 from tvr_convbench.bench.analysis.tables import index_ttt
 from tvr_convbench.bench.analysis.targets import best_of, model_selection, run_table, val_curves
 from tvr_convbench.bench.config import ReportConfig
@@ -58,6 +59,8 @@ class Analysis:
     """``aggregate.projected_costs``: steps to target x train-step seconds at DiDeMo shapes (a projection)."""
     bench_machine: str = ""
     """the machine line of the benchmark the projection comes from"""
+    tuning: Sensitivity | None = None
+    """the tuning phase (trials, selection, sensitivity); None without a tuning section"""
     notes: tuple[str, ...] = field(default=())
     """Warnings about the results themselves (e.g. targets met before any training, contention)."""
 
@@ -161,6 +164,8 @@ def analyse(log: SweepLog, cfg: ReportConfig) -> Analysis:
     profile, scores = aggregate.profiles(per_run, labels, cfg)
     notes += initial_quality_notes(per_run) + contention_notes(summary)
     step_seconds, machine = read_benchmark(cfg.bench, notes)
+    tuned = sensitivity(log.sweep, log.sweep_dir, target_set) if log.sweep.tuning.enabled else None
+    notes += tuned.edge_notes() if tuned is not None else []
     for note in notes:
         warnings.warn(note, AnalysisWarning, stacklevel=2)
     ttt = aggregate.time_to_target_intervals(per_run, labels, cfg)
@@ -180,6 +185,7 @@ def analyse(log: SweepLog, cfg: ReportConfig) -> Analysis:
         selection=model_selection(log.metrics, per_run),
         projection=aggregate.projected_costs(ttt, step_seconds),
         bench_machine=machine,
+        tuning=tuned,
         notes=tuple(notes),
     )
 

@@ -58,7 +58,12 @@ def other_figures(analysis: Analysis, styles: dict) -> dict[str, tuple[Figure, s
     )
     profile_note = f"workloads = targets; median over seeds first; tau up to {cfg.profile_max_ratio:g}"
     recall_fig = figures.loss_figure(recall, styles, loss_note, "in-batch training recall")
-    return {
+    out = {}
+    if analysis.tuning is not None:
+        rule = analysis.log.sweep.tuning.rule
+        fig = figures.sensitivity_figure(analysis.tuning.table, analysis.tuning.keys, styles, rule.target)
+        out["sensitivity.png"] = (fig, "sensitivity: best val and time to the selection target vs each tuned setting")
+    return out | {
         "train_loss.png": (figures.loss_figure(losses, styles, loss_note), "training loss and loss parts vs step"),
         "train_recall.png": (recall_fig, "in-batch training recall (the global batch, every step) vs step"),
         "time_to_target.png": (
@@ -87,6 +92,7 @@ def csv_tables(analysis: Analysis | None, runs: pd.DataFrame) -> dict[str, pd.Da
         "profile_scores.csv": analysis.profile_scores,
         "findings.csv": finding_frame(analysis),
         "projection.csv": analysis.projection,
+        **({"sensitivity.csv": analysis.tuning.table} if analysis.tuning is not None else {}),
     }
 
 

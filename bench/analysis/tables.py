@@ -164,6 +164,27 @@ def profile_table(scores: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def sensitivity_table(table: pd.DataFrame, keys: list[str], axis: str) -> pd.DataFrame:
+    """Per method and trial: the tuned settings, best val and time to the rule's target as median [min, max] over
+    the tuning seeds, the selected trial marked (and flagged when at the edge of the grid)."""
+    out = table[["method", "trial", *keys]].copy()
+    for key in keys:
+        out[key] = out[key].map(lambda v: f"{v:g}")
+    out["best val"] = [_spread_cell(r, "best", 1) for r in table.itertuples(index=False)]
+    out[f"{axis} to target"] = [_spread_cell(r, "time", digits_for(axis)) for r in table.itertuples(index=False)]
+    out["selected"] = [
+        ("✓" + (f" (edge: {r.edge})" if r.edge else "")) if r.selected else "" for r in table.itertuples()
+    ]
+    return out
+
+
+def _spread_cell(row: Any, name: str, digits: int) -> str:
+    median, low, high = (getattr(row, f"{name}_{s}") for s in ("median", "min", "max"))
+    if low == high:
+        return fmt(median, digits)
+    return f"{fmt(median, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
 def projection_table(projection: pd.DataFrame) -> pd.DataFrame:
     """Per method: the DiDeMo step time and the projected seconds to each target (∞ where the median missed)."""
     wide = projection.pivot(index="method", columns="target", values="projected_seconds")
