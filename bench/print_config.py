@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tvr_convbench.bench.config import MethodSpec, ReportConfig, SweepConfig, TrainerConfig, WandbConfig
+from tvr_convbench.bench.config import MethodSpec, SweepConfig
 from tvr_convbench.bench.typed import argument_docs, field_docs
 from tvr_convbench.datasets import dataset_class
 from tvr_convbench.methods import METHODS, method_parameters
@@ -26,8 +26,9 @@ def render_config(sweep: SweepConfig) -> str:
     """The resolved sweep as commented YAML."""
     lines = [f"# {sweep.name}: resolved from {sweep.source} (value  # default if different | doc)"]
     lines += [f"name: {_scalar(sweep.name)}", f"seeds: {_scalar(sweep.seeds)}"]
-    for key, section in (("trainer", sweep.trainer), ("wandb", sweep.wandb), ("report", sweep.report)):
-        lines += _section(key, dataclass_entries(section))
+    sections = ("trainer", "wandb", "report", "targets", "tuning", "slurm")
+    for key in sections:
+        lines += _section(key, dataclass_entries(getattr(sweep, key)))
     lines += _section("data", data_entries(sweep.data))
     lines.append("methods:")
     for spec in sweep.methods:
@@ -35,7 +36,7 @@ def render_config(sweep: SweepConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dataclass_entries(section: TrainerConfig | WandbConfig | ReportConfig) -> list[Entry]:
+def dataclass_entries(section: Any) -> list[Entry]:
     docs = field_docs(type(section))
     return [
         (f.name, getattr(section, f.name), _default(f), docs.get(f.name, ""))
@@ -86,6 +87,8 @@ def _scalar(value: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

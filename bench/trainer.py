@@ -189,6 +189,7 @@ class Run:
         self.step = 0
         self.resumed_from: int | None = None
         self.diverged_at: int | None = None
+        self.reference_seconds = 0.0
         self.best = (-math.inf, 0)
 
     # setup
@@ -199,6 +200,8 @@ class Run:
         backbone = self.data.backbone()
         if backbone.text_model is not None:
             method.init_from_clip_text(backbone.text_model)
+        if method.token_shift_layers:  # TS2-Net/UCoFiA's token shift lives in the vision tower (live CLIP only)
+            backbone.enable_token_shift(method.token_shift_layers)
         self.model, self.optimizer = build_run_model(backbone, method, self.tc, self.fabric)
         self.method = method
         self.step_fn = StepFunction(self.model, self.optimizer, self.fabric, self.tc)
@@ -311,10 +314,24 @@ class Run:
         features = lambda items: model.backbone(self.step_fn.to_device(items))  # noqa: E731
         with self.fabric.autocast():
             text, video, index = encode_split(self.method, self.data.loader(split, batches), features)
-        if world == 1:
-            return text, video
-        text, video = reassemble(self.fabric, [text, video], index, n, size)
+        if world > 1:
+            text, video = reassemble(self.fabric, [text, video], index, n, size)
+        if self.method.needs_reference_texts and self.is_main:  # opt-in post-processing (e.g. UCoFiA's SK-norm)
+            video = self.method.calibrate_videos(video, self._reference_texts(model))
         return text, video
+
+    def _reference_texts(self, model: RunModel) -> dict:
+        """The training split's text reps, for a method that post-processes evaluation with them; the seconds it
+        takes are logged as ``time/reference_seconds`` (a cost of the post-processing, inside evaluation)."""
+        t0 = time.perf_counter()
+        n, batch = len(self.data.split("train")), self.tc.eval_batch_size
+        batches = [list(range(i, min(n, i + batch))) for i in range(0, n, batch)]
+        texts = [
+            self.method.encode_text(model.backbone(self.step_fn.to_device(items)))
+            for items in self.data.loader("train", batches)
+        ]
+        self.reference_seconds = time.perf_counter() - t0
+        return {key: torch.cat([t[key] for t in texts]) for key in texts[0]}
 
     def evaluate_and_save(self, start: float, wall_before: float) -> None:
         t0 = time.perf_counter()
@@ -343,6 +360,8 @@ class Run:
         for split, metrics in results.items():
             self.log.add(self.step, now, split, metrics)
         timing = {"eval_seconds": eval_seconds, "wall_seconds": self.clock["wall_seconds"]}
+        if self.method.needs_reference_texts:
+            timing["reference_seconds"] = self.reference_seconds
         self.log.add(self.step, now, "time", timing)
         flat = {f"{split}/{k}": v for split, m in results.items() for k, v in m.items()}
         self.mirror.log(self.step, now, {**flat, **{f"time/{k}": v for k, v in timing.items()}})

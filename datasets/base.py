@@ -57,6 +57,12 @@ class Backbone(nn.Module):
     text_model: nn.Module | None = None
     """a CLIP text tower to initialise temporal modules from (``None`` without a real CLIP)"""
 
+    def enable_token_shift(self, layers: int) -> bool:
+        """Install TS2-Net's token shift in the last ``layers`` blocks of the vision tower (a method's
+        ``token_shift_layers``); returns whether this backbone could. Without a vision tower (features cached
+        before the method existed) it cannot: False."""
+        return False
+
     def param_groups(self, weight_decay: float) -> list[dict]:
         decay, no_decay = [], []
         for name, param in self.named_parameters():
@@ -70,7 +76,8 @@ class Backbone(nn.Module):
 
 class FeatureBackbone(Backbone):
     """Frozen regime: the batch already holds features. With ``adapter=True`` an identity-initialised linear map
-    (one for frames, one for tokens and the sentence) is trained on top, at the backbone lr."""
+    (one for frames, one for tokens and the sentence) is trained on top, at the backbone lr; patch tokens
+    (``video_patches``, when the batch has them) live in the frames' projected space and share the frame map."""
 
     def __init__(self, width: int, adapter: bool = False) -> None:
         super().__init__()
@@ -80,12 +87,15 @@ class FeatureBackbone(Backbone):
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         if self.frame_adapter is None:
             return batch
-        return {
+        out = {
             **batch,
             "text_tokens": self.text_adapter(batch["text_tokens"]),
             "text_eot": self.text_adapter(batch["text_eot"]),
             "video_frames": self.frame_adapter(batch["video_frames"]),
         }
+        if "video_patches" in batch:
+            out["video_patches"] = self.frame_adapter(batch["video_patches"])  # [B, F, P, D]
+        return out
 
 
 def _identity_linear(width: int) -> nn.Linear:
@@ -124,8 +134,11 @@ class RetrievalDataModule(L.LightningDataModule, abc.ABC):
         """A fresh backbone for one run (identity for feature stores, CLIP for trainable regimes)."""
 
     def request_patches(self) -> None:
-        """Ask for ``video_patches`` in every batch (the harness calls this, before ``setup``, only for a method
-        that ``needs_patches``). A dataset without patch tokens refuses with a one-line ``DataError``."""
+        """Ask for ``video_patches [B, F, P, D]`` in every batch (the harness calls this, before ``setup``, only for
+        a method that ``needs_patches``; other methods never load them). The patches are what the backbone maps to
+        features: in a frozen-regime split the batch holds them (the store's or the proxy's), in a trainable one
+        the backbone returns them from the same vision forward as the frame CLS. A dataset without patch tokens
+        refuses with a one-line ``DataError``."""
         raise DataError(type(self).__name__, "this dataset has no patch tokens (video_patches)", field="patches")
 
     def describe(self) -> dict[str, Any]:

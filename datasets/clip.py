@@ -13,6 +13,20 @@ ArrowLuo/CLIP4Clip @508ffa3 ``modules/module_clip.py``, ``modules/modeling.py``,
   encoding of an all-zero *normalised* image, the blank frame the official loaders feed CLIP; ``ClipBackbone``
   encodes that blank once per batch and broadcasts it to every padded slot (the same function of the same input,
   its gradient the sum over the slots; about half the frames on DiDeMo are padding).
+- Patch tokens (``patches=True``, for a method that ``needs_patches``): the vision tower's every output token goes
+  through ``post_layernorm`` and ``visual_projection``, as the official TS2-Net / UCoFiA ``encode_image`` does; the
+  CLS row is the frame feature and the other rows are ``video_patches [B, F, P, D]``, from the same forward.
+- Token shift (``enable_token_shift(layers)``, TS2-Net's, also used by UCoFiA; reference yuqi657/ts2_net @1d9d4d5
+  ``modules/until_module.py::PatchShiftModule``, spec 2.5 and 2.6a T6): in the last ``layers`` vision blocks the
+  output of ``layer_norm1`` (the self-attention's q = k = v) is shifted along each video's frame axis before the
+  attention; the residual stream is not. With fold = T // 7 for T tokens per frame (50 // 7 = 7), the whole token
+  vectors at positions 1, 1 + fold, ... come from frame t - 1 and those at 4, 4 + fold, ... from frame t + 1 (the
+  official hard-coded 1 + 3; where both apply the t + 1 one wins, as in the official order); the first frame keeps
+  its own tokens at the first set and the last frame at the second (no zero fill); the CLS is never shifted; padded
+  frames take part. The official code runs the tower on all B x F frames; here padded slots are still encoded once
+  per batch, plus the first ``layers`` padded slots of each video, whose shifted tokens differ from the blank's:
+  with ``layers`` shifted blocks a slot's output depends only on the slots within ``layers`` frames of it, so every
+  later padded slot equals the blank frame's encoding exactly (the same function, ``tests/test_patches.py``).
 - Regimes: ``frozen`` (nothing trains), ``partial`` (the last ``trainable_blocks`` blocks of each tower plus the
   final norms and both projections), ``full`` (every parameter except CLIP's own ``logit_scale``, which the methods
   replace with theirs). All at the backbone learning rate (``Backbone.param_groups``: role ``backbone``).
@@ -113,6 +127,46 @@ def encode_frames(model: nn.Module, pixels: Tensor) -> Tensor:
     return model.visual_projection(pooled)  # [N, D]
 
 
+def encode_frame_tokens(model: nn.Module, pixels: Tensor) -> Tensor:
+    """Every projected output token ``[N, T, D]`` (row 0 the CLS, then the patches) of images ``[N, 3, S, S]``."""
+    hidden = model.vision_model(pixel_values=pixels).last_hidden_state  # [N, T, W], before post_layernorm
+    return model.visual_projection(model.vision_model.post_layernorm(hidden))  # [N, T, D]
+
+
+SHIFT_DIVISOR = 7
+"""the official ``n_div``: fold = tokens per frame // 7"""
+SHIFT_BACK_OFFSET = 3
+"""the official offset of the t + 1 positions after the t - 1 ones (``1 + 3``)"""
+
+
+def shift_tokens(x: Tensor, previous: Tensor, following: Tensor) -> Tensor:
+    """TS2-Net's token shift of ``x [N, T, W]`` (one row per frame): rows ``previous[n]`` / ``following[n]`` are
+    frame n's neighbours t - 1 / t + 1 (itself at a video's ends); module docstring."""
+    tokens = x.shape[1]
+    fold = tokens // SHIFT_DIVISOR
+    if fold < 1:
+        raise ValueError(f"token shift: {tokens} tokens per frame, fewer than {SHIFT_DIVISOR}")
+    from_previous = torch.arange(1, tokens, fold, device=x.device)  # 1, 1 + fold, ...
+    from_following = torch.arange(1 + SHIFT_BACK_OFFSET, tokens, fold, device=x.device)  # 4, 4 + fold, ...
+    out = x.clone()
+    out[:, from_previous] = x[previous[:, None], from_previous[None]]  # [N, |prev|, W]
+    out[:, from_following] = x[following[:, None], from_following[None]]  # [N, |next|, W]
+    return out
+
+
+class TokenShift:
+    """A forward hook on a vision block's ``layer_norm1``: shifts its output when ``neighbours`` (the t - 1 and t + 1
+    row of every encoded frame, set by ``ClipBackbone`` around each video forward) is set, else passes it on."""
+
+    def __init__(self) -> None:
+        self.neighbours: tuple[Tensor, Tensor] | None = None
+
+    def __call__(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        if self.neighbours is None:
+            return output
+        return shift_tokens(output, *self.neighbours)
+
+
 def trainable_prefixes(model: nn.Module, regime: Regime, blocks: int) -> tuple[str, ...]:
     """Parameter-name prefixes that train in ``regime`` (empty for ``frozen``, ``""`` = everything)."""
     if regime == "frozen":
@@ -141,14 +195,21 @@ class ClipBackbone(Backbone):
         model: a ``transformers.CLIPModel`` (owned by the backbone from now on).
         regime: ``frozen``, ``partial`` or ``full`` (module docstring).
         trainable_blocks: k, the last blocks of each tower that train in ``partial``.
+        patches: also return ``video_patches [B, F, P, D]`` (every projected patch token, same forward).
     """
 
-    def __init__(self, model: nn.Module, *, regime: Regime = "frozen", trainable_blocks: int = 2) -> None:
+    def __init__(
+        self, model: nn.Module, *, regime: Regime = "frozen", trainable_blocks: int = 2, patches: bool = False
+    ) -> None:
         super().__init__()
         if regime not in REGIMES:
             raise DataError("clip", f"unknown regime {regime!r} (one of {', '.join(REGIMES)})", field="regime")
         self.clip = model
         self.regime = regime
+        self.patches = patches
+        self.shift = TokenShift()
+        self.shift_layers = 0
+        """vision blocks (the last ones) with the token shift installed (``enable_token_shift``)"""
         prefixes = trainable_prefixes(model, regime, trainable_blocks)
         for name, param in model.named_parameters():
             param.requires_grad_(bool(prefixes) and name.startswith(prefixes))
@@ -165,30 +226,83 @@ class ClipBackbone(Backbone):
     def image_size(self) -> int:
         return self.clip.config.vision_config.image_size
 
+    @property
+    def num_patches(self) -> int:
+        """P, patch tokens per frame (49 for ViT-B/32 at 224 px)."""
+        vision = self.clip.config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2
+
+    def enable_token_shift(self, layers: int) -> bool:
+        """Install the token shift (module docstring) in the last ``layers`` vision blocks; True."""
+        blocks = self.clip.vision_model.encoder.layers
+        if not 0 < layers <= len(blocks) or self.shift_layers not in (0, layers):
+            problem = f"must be in 1..{len(blocks)} (installed: {self.shift_layers or 'none'}), got {layers}"
+            raise DataError("clip", problem, field="token_shift_layers")
+        if not self.shift_layers:
+            for block in blocks[len(blocks) - layers :]:
+                block.layer_norm1.register_forward_hook(self.shift)
+        self.shift_layers = layers
+        return True
+
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         tokens, eot = encode_text(self.clip, batch["text_ids"], batch["text_mask"])
-        return {
-            "text_tokens": tokens,
-            "text_mask": batch["text_mask"],
-            "text_eot": eot,
-            "video_frames": self.encode_video(batch["pixels"], batch["video_mask"]),
-            "video_mask": batch["video_mask"],
-            "index": batch["index"],
-        }
+        out = {"text_tokens": tokens, "text_mask": batch["text_mask"], "text_eot": eot}
+        if self.patches:
+            video = self.encode_video_tokens(batch["pixels"], batch["video_mask"])  # [B, F, 1 + P, D]
+            out.update(video_frames=video[:, :, 0], video_patches=video[:, :, 1:])
+        else:
+            out["video_frames"] = self.encode_video(batch["pixels"], batch["video_mask"])
+        return {**out, "video_mask": batch["video_mask"], "index": batch["index"]}
 
     def encode_video(self, pixels: Tensor, mask: Tensor) -> Tensor:
         """uint8 real frames ``[N, 3, S, S]`` + mask ``[B, F]`` -> frame features ``[B, F, D]`` (blank in pads)."""
+        return self._encode_slots(pixels, mask, encode_frames)
+
+    def encode_video_tokens(self, pixels: Tensor, mask: Tensor) -> Tensor:
+        """As ``encode_video``, every projected token: ``[B, F, 1 + P, D]`` (the CLS first)."""
+        return self._encode_slots(pixels, mask, encode_frame_tokens)
+
+    def _encode_slots(self, pixels: Tensor, mask: Tensor, encode) -> Tensor:  # noqa: ANN001 - encode_frame*
+        """Encode the real frames, the padded slots the token shift reaches, and one blank; fill the [B, F] grid."""
         if int(mask.sum()) != len(pixels):
             raise ValueError(f"ClipBackbone: {len(pixels)} frames for a mask with {int(mask.sum())} real slots")
+        extra, slots, previous, following = slot_plan(mask, self.shift_layers)
         images = normalize_pixels(pixels)  # [N, 3, S, S]
-        blank = torch.zeros_like(images[:1])  # [1, 3, S, S]: an all-zero normalised image
-        features = encode_frames(self.clip, torch.cat([images, blank]))  # [N + 1, D]
-        slots = features[-1].expand(mask.numel(), features.shape[-1])  # [B * F, D]
-        slots = slots.index_put((mask.flatten().nonzero().squeeze(1),), features[:-1])  # [B * F, D]
-        return slots.view(*mask.shape, -1)  # [B, F, D]
+        blanks = images.new_zeros((extra + 1, *images.shape[1:]))  # all-zero normalised images
+        self.shift.neighbours = (previous, following) if self.shift_layers else None
+        try:
+            features = encode(self.clip, torch.cat([images, blanks]))  # [N + extra + 1, ...]
+        finally:
+            self.shift.neighbours = None
+        return features[slots].view(*mask.shape, *features.shape[1:])  # [B, F, ...]
 
     def blank_frame(self) -> Tensor:
         """The feature of the all-zero normalised image ``[D]``."""
         size = self.image_size
         zeros = torch.zeros(1, 3, size, size, device=self.clip.visual_projection.weight.device)
         return encode_frames(self.clip, zeros)[0]
+
+
+def slot_plan(mask: Tensor, pads: int) -> tuple[int, Tensor, Tensor, Tensor]:
+    """How the ``[B, F]`` slots of a batch are encoded: (``extra``, ``slots [B F]``, ``previous``, ``following``).
+
+    The encoded images are the N real frames (video after video), then the first ``pads`` padded slots of every
+    video (``extra`` in all), then one blank frame; ``slots`` gives each slot's image (every other padded slot
+    reads the blank), ``previous`` / ``following`` each image's t - 1 / t + 1 image (itself at a video's ends, the
+    blank's are the blank).
+    """
+    videos, frames = mask.shape
+    position = torch.arange(frames, device=mask.device)[None]  # [1, F]
+    extra = ~mask & (position < mask.sum(1, keepdim=True) + pads)  # [B, F]: padded slots encoded on their own
+    real, extra_count = int(mask.sum()), int(extra.sum())
+    blank = real + extra_count
+    slots = torch.full((videos, frames), blank, dtype=torch.long, device=mask.device)
+    slots[mask] = torch.arange(real, device=mask.device)
+    slots[extra] = torch.arange(real, blank, device=mask.device)
+    own = mask | extra
+    neighbours = []
+    for grid in (torch.cat([slots[:, :1], slots[:, :-1]], 1), torch.cat([slots[:, 1:], slots[:, -1:]], 1)):
+        of_image = torch.full((blank + 1,), blank, dtype=torch.long, device=mask.device)
+        of_image[slots[own]] = grid[own]
+        neighbours.append(of_image)
+    return extra_count, slots.flatten(), *neighbours

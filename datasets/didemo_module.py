@@ -10,6 +10,10 @@ max_frames 64, max_words 64, loaded counts logged for every split).
   (``workers``); ``ClipBackbone`` encodes them with the last ``trainable_blocks`` blocks (``partial``) or all of CLIP
   (``full``) trainable.
 
+Patch tokens (``request_patches``, for a method that ``needs_patches``): in ``frozen`` from the store's optional
+``video_patches`` array (a store without one is refused with one line, before anything runs); in ``partial`` /
+``full`` from ``ClipBackbone(patches=True)``, the same vision forward as the frame features.
+
 Every split is (split list ∩ annotation JSON ∩ usable video files). Videos without a file or whose header does not
 decode are reported (logged counts; the full list in ``describe()["problems"]``, which the harness writes next to
 the run) and skipped, or stop the run with ``strict=True``. They never become zero clips.
@@ -38,7 +42,7 @@ from tvr_convbench.datasets.base import (
 )
 from tvr_convbench.datasets.clip import ClipBackbone, Regime, checkpoint_hash, load_clip, tokenize
 from tvr_convbench.datasets.didemo import SplitAnnotations, load_split
-from tvr_convbench.datasets.feature_store import FeatureStore, protocol_settings
+from tvr_convbench.datasets.feature_store import FeatureStore, protocol_settings, read_manifest, require_patches
 from tvr_convbench.datasets.video import (
     FrameSampling,
     Sampler,
@@ -148,6 +152,8 @@ class DidemoDataModule(RetrievalDataModule):
         self.strict = strict
         self.workers = workers
         self.cache_dir = cache_dir
+        self.patches = False
+        """whether batches carry ``video_patches`` (``request_patches``)"""
         self._store: FeatureStore | None = None
         self._index: VideoIndex | None = None
         self._model: Any = None
@@ -159,6 +165,14 @@ class DidemoDataModule(RetrievalDataModule):
     @property
     def num_workers(self) -> int:
         return self.workers
+
+    def request_patches(self) -> None:
+        """Batches carry ``video_patches`` (call before ``setup``); a frozen-regime store without patch tokens is
+        refused here, with one line."""
+        if self.regime == "frozen":
+            manifest_path = Path(self.store_path) / "manifest.json"
+            require_patches(manifest_path, read_manifest(manifest_path))
+        self.patches = True
 
     @property
     def dims(self) -> FeatureDims:
@@ -183,7 +197,7 @@ class DidemoDataModule(RetrievalDataModule):
         expect: dict[str, Any] = {"protocol": protocol}
         if self.clip is not None:
             expect["clip_sha256"] = checkpoint_hash(*load_clip(self.clip))
-        self._store = FeatureStore.open(self.store_path, expect=expect)
+        self._store = FeatureStore.open(self.store_path, expect=expect, patches=self.patches)
         self._counts = self._store.manifest["splits"]
         problems = Path(self.store_path) / "problems.json"
         if problems.is_file():
@@ -241,7 +255,8 @@ class DidemoDataModule(RetrievalDataModule):
         self.setup()
         if self._store is not None:
             return FeatureBackbone(self._store.settings["width"], adapter=self.adapter)
-        return ClipBackbone(copy.deepcopy(self._model), regime=self.regime, trainable_blocks=self.trainable_blocks)
+        model = copy.deepcopy(self._model)
+        return ClipBackbone(model, regime=self.regime, trainable_blocks=self.trainable_blocks, patches=self.patches)
 
     def describe(self) -> dict[str, Any]:
         self.setup()

@@ -10,6 +10,9 @@ Layout of a store folder::
     <split>/text_tokens.npy  float16 [N, L, D]  projected token features at every position
     <split>/text_mask.npy    bool    [N, L]
     <split>/text_eot.npy     float16 [N, D]     sentence (EOT) feature
+    <split>/video_patches.npy float16 [N, F, P, D] optional (``bench data features --patches``): every frame's
+                             projected patch tokens (padded slots: the blank frame's), ~3.2 MB per video at
+                             DiDeMo's shapes (F = 64, P = 49, D = 512); the manifest lists it with its shape
     <split>/items.json       [{"video", "paragraph"}] in store order (= annotation order minus problems)
     .partial/                only while extracting: settings.json + one committed folder per chunk
 
@@ -17,7 +20,9 @@ Extraction walks each split in chunks of ``chunk_items`` annotated videos; a chu
 and renamed into place (atomic), so an interrupted run resumes at the first missing chunk and, batches being
 the same, ends byte-identical to an uninterrupted one. The final arrays are assembled from the chunks, each file
 through a temporary name and ``os.replace``, the manifest last. A store refuses to be resumed or reused with other
-settings (``StoreError`` naming the field), and opening one checks shapes, dtypes and finiteness.
+settings (``StoreError`` naming the field), and opening one checks shapes, dtypes and finiteness. The patch tokens
+are opened only when asked for (``FeatureStore.open(..., patches=True)``, for a method that ``needs_patches``): a
+store without them refuses with one line.
 """
 
 from __future__ import annotations
@@ -58,7 +63,11 @@ STORE_FORMAT = 1
 FLOAT_ARRAYS = ("video_frames", "text_tokens", "text_eot")
 MASK_ARRAYS = ("video_mask", "text_mask")
 ARRAYS = FLOAT_ARRAYS + MASK_ARRAYS
+PATCH_ARRAY = "video_patches"
+"""the optional float16 patch-token array [N, F, P, D]"""
 FINITE_CHECK_ROWS = 512
+FINITE_CHECK_BYTES = 64 << 20
+"""at most this much of an array is read at a time by the finiteness check"""
 
 
 class StoreError(DataError):
@@ -72,8 +81,8 @@ def protocol_settings(sampling: FrameSampling, max_words: int) -> dict[str, Any]
 
 # --- reading ----------------------------------------------------------------------------------------------------
 class StoreSplit(RetrievalSplit):
-    """One split of a store: a batch is one fancy-index per memory-mapped array, returned as float32 / bool.
-    Pickling (DataLoader workers under ``spawn``) sends the file names, not the arrays."""
+    """One split of a store: a batch is one fancy-index per memory-mapped array, returned as float32 (the float16
+    arrays) / bool. Pickling (DataLoader workers under ``spawn``) sends the file names, not the arrays."""
 
     def __init__(self, arrays: dict[str, np.ndarray], items: list[dict[str, str]]) -> None:
         self.arrays = arrays
@@ -91,10 +100,13 @@ class StoreSplit(RetrievalSplit):
 
     def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
-        batch = {key: torch.from_numpy(self.arrays[key][idx].astype(np.float32)) for key in FLOAT_ARRAYS}
-        batch.update({key: torch.from_numpy(self.arrays[key][idx]) for key in MASK_ARRAYS})
+        batch = {key: torch.from_numpy(_as_batch(array[idx])) for key, array in self.arrays.items()}
         batch["index"] = torch.from_numpy(idx)
         return batch
+
+
+def _as_batch(rows: np.ndarray) -> np.ndarray:
+    return rows.astype(np.float32) if rows.dtype == np.float16 else rows
 
 
 class FeatureStore:
@@ -106,20 +118,34 @@ class FeatureStore:
         self.splits = splits
 
     @classmethod
-    def open(cls, path: str | Path, *, expect: dict[str, Any] | None = None, check_finite: bool = True) -> FeatureStore:
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        expect: dict[str, Any] | None = None,
+        check_finite: bool = True,
+        patches: bool = False,
+    ) -> FeatureStore:
         """Open the store at ``path``; ``expect`` holds settings (nested keys of the manifest's ``settings``) that
-        must match, e.g. ``{"protocol": {"max_frames": 64}}``.
+        must match, e.g. ``{"protocol": {"max_frames": 64}}``; ``patches`` opens the patch tokens too (batches then
+        carry ``video_patches``).
 
         Raises:
             StoreError: no manifest, a manifest that disagrees with ``expect``, a missing or misshapen array,
-                or a non-finite value (each naming the file and field).
+                a non-finite value, or no patch tokens when ``patches`` asks for them (each naming the file and field).
         """
         path = Path(path)
         manifest_path = path / "manifest.json"
         manifest = read_manifest(manifest_path)
         if expect:
             compare_settings(manifest_path, manifest["settings"], expect)
-        splits = {name: _open_split(path / name, manifest, check_finite) for name in manifest["settings"]["splits"]}
+        keys = ARRAYS
+        if patches:
+            require_patches(manifest_path, manifest)
+            keys = (*ARRAYS, PATCH_ARRAY)
+        splits = {
+            name: _open_split(path / name, manifest, check_finite, keys) for name in manifest["settings"]["splits"]
+        }
         return cls(path, manifest, splits)
 
     @property
@@ -148,6 +174,13 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def require_patches(path: Path, manifest: dict[str, Any]) -> None:
+    """Raise ``StoreError`` (one line) unless the store at ``path`` (its manifest) holds patch tokens."""
+    if PATCH_ARRAY not in manifest["arrays"]:
+        problem = "the store has no patch tokens; extract one with `tvr-convbench data features --patches`"
+        raise StoreError(path, problem, field=f"arrays.{PATCH_ARRAY}")
+
+
 def compare_settings(
     path: Path, stored: dict[str, Any], requested: dict[str, Any], *, exact: bool = False, prefix: str = "settings"
 ) -> None:
@@ -164,14 +197,14 @@ def compare_settings(
         raise StoreError(path, f"the store has {stored[key]!r}, requested nothing", field=f"{prefix}.{key}")
 
 
-def _open_split(folder: Path, manifest: dict[str, Any], check_finite: bool) -> StoreSplit:
+def _open_split(folder: Path, manifest: dict[str, Any], check_finite: bool, keys: Sequence[str]) -> StoreSplit:
     count = manifest["splits"][folder.name]["items"]
     arrays = {}
-    for key in ARRAYS:
+    for key in keys:
         spec = manifest["arrays"][key]
         arrays[key] = _open_array(folder / f"{key}.npy", key, [count, *spec["shape"][1:]], spec["dtype"])
     if check_finite:
-        for key in FLOAT_ARRAYS:
+        for key in (k for k in keys if k not in MASK_ARRAYS):
             _check_finite(folder / f"{key}.npy", key, arrays[key])
     items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
     if len(items) != count:
@@ -191,8 +224,10 @@ def _open_array(path: Path, key: str, shape: list[int], dtype: str) -> np.ndarra
 
 
 def _check_finite(path: Path, key: str, array: np.ndarray) -> None:
-    for start in range(0, len(array), FINITE_CHECK_ROWS):
-        block = np.isfinite(array[start : start + FINITE_CHECK_ROWS])
+    row_bytes = max(1, array[:1].nbytes)
+    rows = max(1, min(FINITE_CHECK_ROWS, FINITE_CHECK_BYTES // row_bytes))
+    for start in range(0, len(array), rows):
+        block = np.isfinite(array[start : start + rows])
         if not block.all():
             item = start + int(np.argwhere(~block)[0][0])
             raise StoreError(path, f"non-finite value (NaN or inf) in item {item}", field=key)
@@ -252,6 +287,7 @@ class FeatureExtractor:
         chunk_items: annotated videos per committed chunk.
         device: where CLIP runs.
         on_chunk: called with ``(split, chunk)`` after each chunk is committed (progress hooks, tests).
+        patches: also write every frame's patch tokens (``video_patches``, from the same CLIP forward).
     """
 
     def __init__(
@@ -269,6 +305,7 @@ class FeatureExtractor:
         chunk_items: int = 256,
         device: str = "cpu",
         on_chunk: Callable[[str, int], None] | None = None,
+        patches: bool = False,
     ) -> None:
         if batch_size < 1 or chunk_items < 1 or workers < 0:
             raise DataError("extraction", "batch_size and chunk_items must be >= 1, workers >= 0", field="batch_size")
@@ -284,6 +321,8 @@ class FeatureExtractor:
         self.chunk_items = chunk_items
         self.device = torch.device(device)
         self.on_chunk = on_chunk
+        self.keys = (*ARRAYS, PATCH_ARRAY) if patches else ARRAYS
+        """the arrays written"""
         self.partial = self.out / ".partial"
 
     def run(self, sources: Sequence[SplitSource], sources_info: dict[str, str] | None = None) -> dict[str, Any]:
@@ -365,31 +404,38 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def _encode(self, source: SplitSource, kept: list[int], clips: list[np.ndarray]) -> dict[str, np.ndarray]:
-        parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAYS}
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in self.keys}
         for start in range(0, len(kept), self.batch_size):
             stop = start + self.batch_size
             batch = self._encode_batch(source, kept[start:stop], clips[start:stop])
-            for key in ARRAYS:
+            for key in self.keys:
                 parts[key].append(batch[key])
-        return {key: self._concat(key, parts[key]) for key in ARRAYS}
+        return {key: self._concat(key, parts[key]) for key in self.keys}
 
     def _encode_batch(self, source: SplitSource, kept: list[int], clips: list[np.ndarray]) -> dict[str, np.ndarray]:
         ids, text_mask = tokenize(self.tokenizer, [source.items[i].paragraph for i in kept], self.max_words)
         pixels, video_mask = pack_clips(clips, self.sampling.max_frames)
         clip = self.backbone.clip
         tokens, eot = encode_text(clip, ids.to(self.device), text_mask.to(self.device))
-        frames = self.backbone.encode_video(pixels.to(self.device), video_mask.to(self.device))
-        batch = {"text_tokens": tokens, "text_eot": eot, "video_frames": frames}
+        batch = {"text_tokens": tokens, "text_eot": eot, **self._encode_frames(pixels, video_mask)}
         out = {key: value.float().cpu().numpy().astype(np.float16) for key, value in batch.items()}
         for key, value in out.items():
             if not np.isfinite(value).all():
                 raise StoreError(self.out, f"CLIP produced a non-finite feature for split {source.name}", field=key)
         return {**out, "text_mask": text_mask.numpy(), "video_mask": video_mask.numpy()}
 
+    def _encode_frames(self, pixels: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """``video_frames`` (and ``video_patches``) of one batch, from one vision forward."""
+        pixels, mask = pixels.to(self.device), mask.to(self.device)
+        if PATCH_ARRAY not in self.keys:
+            return {"video_frames": self.backbone.encode_video(pixels, mask)}
+        tokens = self.backbone.encode_video_tokens(pixels, mask)  # [B, F, 1 + P, D]
+        return {"video_frames": tokens[:, :, 0], PATCH_ARRAY: tokens[:, :, 1:]}
+
     def _concat(self, key: str, parts: list[np.ndarray]) -> np.ndarray:
         if parts:
             return np.concatenate(parts)
-        return np.zeros((0, *self._shape(key)[1:]), dtype=np.float16 if key in FLOAT_ARRAYS else bool)
+        return np.zeros((0, *self._shape(key)[1:]), dtype=bool if key in MASK_ARRAYS else np.float16)
 
     def _shape(self, key: str) -> list[int]:
         width, frames, words = self.backbone.width, self.sampling.max_frames, self.max_words
@@ -399,6 +445,7 @@ class FeatureExtractor:
             "text_tokens": [-1, words, width],
             "text_mask": [-1, words],
             "text_eot": [-1, width],
+            PATCH_ARRAY: [-1, frames, self.backbone.num_patches, width],
         }[key]
 
     def _write_chunk(self, split: str, chunk: int, arrays: dict, items: list[VideoParagraph], problems: list) -> None:
@@ -431,8 +478,8 @@ class FeatureExtractor:
             "settings": self.settings,
             "splits": split_counts,
             "arrays": {
-                key: {"dtype": "float16" if key in FLOAT_ARRAYS else "bool", "shape": self._shape(key)}
-                for key in ARRAYS
+                key: {"dtype": "bool" if key in MASK_ARRAYS else "float16", "shape": self._shape(key)}
+                for key in self.keys
             },
             "sources": sources_info,
         }
@@ -445,7 +492,7 @@ class FeatureExtractor:
         folder.mkdir(parents=True, exist_ok=True)
         chunk_items = [_read_json(d / "items.json") for d in chunk_dirs]
         rows = [len(items) for items in chunk_items]
-        for key in ARRAYS:
+        for key in self.keys:
             empty = self._concat(key, [])
             _write_npy_atomic(folder / f"{key}.npy", [d / f"{key}.npy" for d in chunk_dirs], rows, empty)
         atomic_write_json(folder / "items.json", [item for items in chunk_items for item in items])

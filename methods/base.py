@@ -203,6 +203,22 @@ class RetrievalMethod(L.LightningModule, abc.ABC):
         """Called by the harness after every optimizer step (clamps the logit scale)."""
         self.logit_scale.clamp_()
 
+    @property
+    def needs_reference_texts(self) -> bool:
+        """True when evaluation post-processes with the training split's encoded texts (``calibrate_videos``;
+        UCoFiA's opt-in SK-norm). The protocol's main numbers use no post-processing."""
+        return False
+
+    def calibrate_videos(self, video: Rep, reference_text: Rep) -> Rep:
+        """The evaluated videos' reps adjusted with reference (training-split) text reps; identity by default."""
+        return video
+
+    @classmethod
+    def regime_note(cls, regime: str) -> str | None:
+        """One line on what this method cannot do in backbone ``regime`` (``frozen``/``partial``/``full``), for the
+        report's method table; ``None`` when it runs as specified."""
+        return None
+
     def init_from_clip_text(self, text_model: nn.Module) -> None:
         """Initialise temporal modules from a CLIP text tower, as the CLIP4Clip family does.
 

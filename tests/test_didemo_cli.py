@@ -75,3 +75,56 @@ def test_shipped_end_to_end_sweep_trains_the_backbone(world):
     assert sum(",val,t2v/R@1," in r for r in rows) == 3 and sum(",train,loss," in r for r in rows) == 2
     facts = json.loads((sweep_dir / "seqtransf-s0" / "data.json").read_text())
     assert facts["regime"] == "partial" and facts["counts"]["train"]["items"] == 6
+
+
+# --- the patch-token methods (TS2-Net, UCoFiA) ------------------------------------------------------------------
+PATCH_METHODS = "methods=[{method: ts2net, args: {extended_positions: true}}, ucofia]"
+"""32 frame slots x 4 tokens exceed TS2-Net's official 77-row position table: the DiDeMo shapes' switch"""
+
+
+@pytest.fixture(scope="module")
+def patch_store(world):
+    store = world["root"] / "patch-store"
+    fixture = world["fixture"]
+    argv = ["data", "features", "--annotations", str(fixture.annotations), "--videos", str(fixture.videos)]
+    argv += ["--clip", str(world["clip"]), "--out", str(store), "--splits", "train,val,test", "--patches"]
+    argv += ["--max-frames", "32", "--max-words", "16", "--batch-size", "4", "--workers", "0"]
+    argv += ["--cache-dir", str(world["root"] / "cache")]
+    assert main(argv) == 0
+    return store
+
+
+def test_patch_methods_run_frozen_on_a_patch_store(world, patch_store):
+    sweep_dir = run(
+        world, "didemo-frozen", f"data.store={patch_store}", PATCH_METHODS, "trainer.max_steps=2",
+        "trainer.val_every=1",
+    )  # fmt: skip
+    for label in ("ts2net", "ucofia"):
+        assert (sweep_dir / f"{label}-s0" / "status").read_text().strip() == "done"
+        rows = (sweep_dir / f"{label}-s0" / "metrics.csv").read_text().splitlines()
+        assert sum(",val,t2v/R@1," in r for r in rows) == 3 and sum(",train,loss," in r for r in rows) == 2
+
+
+def test_patch_methods_are_refused_a_store_without_patches(world, capsys):
+    runs = world["root"] / "refused-runs"
+    argv = ["sweep", "didemo-frozen", "--runs-dir", str(runs), "--no-report", "--no-progress"]
+    for item in (f"data.store={world['store']}", "methods=[ucofia]", "seeds=[0]", "data.max_frames=32"):
+        argv += ["--set", item]
+    assert main(argv + ["--set", "data.max_words=16", "--set", "wandb.mode=disabled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "field 'arrays.video_patches': the store has no patch tokens" in err[0]
+    assert not (runs / "didemo-frozen" / "ucofia-s0").exists()
+
+
+def test_patch_methods_train_end_to_end(world):
+    fixture = world["fixture"]
+    sweep_dir = run(
+        world, "didemo-full", f"data.annotations={fixture.annotations}", f"data.videos={fixture.videos}",
+        f"data.clip={world['clip']}", "data.regime=full", "data.workers=0", f"data.cache_dir={world['root'] / 'cache'}",
+        PATCH_METHODS, "trainer.max_steps=2", "trainer.val_every=1", "trainer.precision=32-true",
+    )  # fmt: skip
+    for label in ("ts2net", "ucofia"):
+        rows = (sweep_dir / f"{label}-s0" / "metrics.csv").read_text().splitlines()
+        assert sum(",val,t2v/R@1," in r for r in rows) == 3 and sum(",train,loss," in r for r in rows) == 2
+        facts = json.loads((sweep_dir / f"{label}-s0" / "data.json").read_text())
+        assert facts["regime"] == "full"

@@ -341,3 +341,50 @@ def test_bad_feature_inputs_exit_2(world: World, tmp_path: Path, capsys, change:
     assert main(argv) == 2
     assert fragment in error_line(capsys)
     assert not (tmp_path / "out" / "manifest.json").exists() and not (tmp_path / "out" / "val").exists()
+
+
+# --- patch tokens -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def patch_store(world: World) -> Path:
+    out = world.store.parent / "patch-store"
+    assert main(world.argv(out, "--patches")) == 0
+    return out
+
+
+def test_patch_store_holds_the_projected_patch_tokens(world: World, patch_store: Path) -> None:
+    manifest = json.loads((patch_store / "manifest.json").read_text())
+    assert manifest["arrays"]["video_patches"] == {"dtype": "float16", "shape": [-1, MAX_FRAMES, 49, 16]}
+    assert manifest["settings"]["patch_tokens"] is True
+    assert "patch_tokens" not in json.loads((world.store / "manifest.json").read_text())["settings"]
+    assert "video_patches" not in world.module(store=str(patch_store)).split("val")[[0, 2, 5]]  # only on request
+    module = world.module(store=str(patch_store))
+    module.request_patches()
+    batch = module.split("val")[[0, 2, 5]]
+    assert batch["video_patches"].shape == (3, MAX_FRAMES, 49, 16) and batch["video_patches"].dtype == torch.float32
+    stored = world.module().split("val")[[0, 2, 5]]
+    scale = stored["video_frames"].abs().max()
+    torch.testing.assert_close(batch["video_frames"], stored["video_frames"], atol=2e-3 * scale, rtol=2e-3)
+    live = world.module(regime="partial", trainable_blocks=1)
+    live.request_patches()
+    with torch.no_grad():
+        features = live.backbone()(live.split("val")[[0, 2, 5]])  # the same tokens from the live tower
+    for key in ("video_frames", "video_patches"):
+        torch.testing.assert_close(features[key], batch[key], atol=2e-3 * scale, rtol=2e-3)
+
+
+def test_a_store_without_patches_is_refused_for_patch_methods(world: World) -> None:
+    from tvr_convbench.bench.trainer import build_data, needs_patches
+
+    expected = (
+        f"{world.store}/manifest.json: field 'arrays.video_patches': the store has no patch tokens; extract one with "
+        "`tvr-convbench data features --patches`"
+    )
+    with pytest.raises(StoreError) as info:
+        world.module().request_patches()
+    assert str(info.value) == expected
+    data = {"name": "didemo", "store": str(world.store), "max_frames": MAX_FRAMES, "max_words": MAX_WORDS}
+    with pytest.raises(StoreError, match="no patch tokens"):
+        build_data({**data, "cache_dir": str(world.cache)}, needs_patches("ts2net"))
+    with pytest.raises(StoreError, match="no patch tokens"):
+        FeatureStore.open(world.store, patches=True)
+    assert "video_patches" not in build_data({**data, "cache_dir": str(world.cache)}).split("val")[[0]]

@@ -9,9 +9,17 @@ import torch
 
 from tests.helpers import feature_batch, tiny_method
 from tvr_convbench.bench.evaluate import blockwise_similarity, cat_reps
+from tvr_convbench.methods import METHODS as REGISTRY
 from tvr_convbench.methods import CostClass, list_methods
 
 METHODS = list_methods()
+PATCHES = 6
+"""patch tokens per frame in the batches of a method that ``needs_patches``"""
+
+
+def batch_for(name: str, **kwargs) -> dict[str, torch.Tensor]:
+    """``feature_batch(**kwargs)``, with ``video_patches`` for a method that needs them."""
+    return feature_batch(**kwargs, patches=PATCHES if REGISTRY.get(name).cls.needs_patches else 0)
 
 
 def trainable(method):
@@ -26,7 +34,7 @@ def test_declares_cost_class(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_shapes(name):
     method = tiny_method(name).eval()
-    batch = feature_batch(batch=6)
+    batch = batch_for(name, batch=6)
     text, video = method.encode_text(batch), method.encode_video(batch)
     assert text and video
     assert all(t.shape[0] == 6 for t in text.values())
@@ -39,15 +47,15 @@ def test_shapes(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_rectangular_similarity(name):
     method = tiny_method(name).eval()
-    text = method.encode_text(feature_batch(batch=3, seed=1))
-    video = method.encode_video(feature_batch(batch=5, seed=2))
+    text = method.encode_text(batch_for(name, batch=3, seed=1))
+    video = method.encode_video(batch_for(name, batch=5, seed=2))
     assert method.similarity(text, video).shape == (3, 5)
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_loss_finite_and_gradients_reach_every_trainable_parameter(name):
     method = tiny_method(name).train()
-    batch = feature_batch(batch=6)
+    batch = batch_for(name, batch=6)
     losses = method.training_forward(*method(batch))
     assert "loss" in losses
     for key, value in losses.items():
@@ -69,7 +77,7 @@ def test_same_seed_same_loss(name):
     def run():
         method = tiny_method(name, seed=3).train()
         torch.manual_seed(11)
-        return method.training_forward(*method(feature_batch(batch=6)))["loss"]
+        return method.training_forward(*method(batch_for(name, batch=6)))["loss"]
 
     assert torch.equal(run(), run())
 
@@ -82,7 +90,7 @@ def test_state_dict_round_trip(name):
     buffer.seek(0)
     target = tiny_method(name, seed=2).eval()
     target.load_state_dict(torch.load(buffer, weights_only=True))
-    batch = feature_batch(batch=5)
+    batch = batch_for(name, batch=5)
     expected = source.similarity(*source(batch))
     assert torch.equal(target.similarity(*target(batch)), expected)
 
@@ -90,7 +98,7 @@ def test_state_dict_round_trip(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_blockwise_similarity_equals_unblocked(name):
     method = tiny_method(name).eval()
-    batches = [feature_batch(batch=n, seed=s, offset=o) for n, s, o in ((7, 1, 0), (6, 2, 7), (4, 3, 13))]
+    batches = [batch_for(name, batch=n, seed=s, offset=o) for n, s, o in ((7, 1, 0), (6, 2, 7), (4, 3, 13))]
     with torch.no_grad():
         text = cat_reps([method.encode_text(b) for b in batches])
         video = cat_reps([method.encode_video(b) for b in batches[:2]])
@@ -102,6 +110,6 @@ def test_blockwise_similarity_equals_unblocked(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_eval_is_deterministic(name):
     method = tiny_method(name).eval()
-    batch = feature_batch(batch=6)
+    batch = batch_for(name, batch=6)
     with torch.no_grad():
         assert torch.equal(method.similarity(*method(batch)), method.similarity(*method(batch)))

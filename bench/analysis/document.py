@@ -180,8 +180,16 @@ def method_rows(log: SweepLog) -> list[dict[str, Any]]:
     for spec in log.sweep.methods:
         args = ", ".join(f"{k}={v}" for k, v in spec.args.items()) or "defaults"
         trainer = ", ".join(f"{k}={v}" for k, v in spec.trainer.items())
-        rows.append({"label": spec.label, "method": spec.method, "args": args, "trainer override": trainer or "none"})
+        row = {"label": spec.label, "method": spec.method, "args": args, "trainer override": trainer or "none"}
+        rows.append(row | {"in this regime": regime_note(spec.method, regime(log)) or "as specified"})
     return rows
+
+
+def regime_note(method: str, regime_name: str) -> str | None:
+    """What a method cannot do in this backbone regime (e.g. TS2-Net's token shift needs a live vision tower)."""
+    from tvr_convbench.methods import METHODS
+
+    return METHODS.get(method).cls.regime_note(regime_name) if method in METHODS else None
 
 
 def seeds_line(log: SweepLog, cfg: ReportConfig) -> str:

@@ -25,9 +25,23 @@ class Shapes:
     frames: int
     words: int
     batch: int = 32
+    patches: int = 16
+    """patch tokens per frame, for methods that work below the frame level (49 for ViT-B/32 at 224)"""
 
     def dims(self) -> dict[str, int]:
         return {"width": self.width, "max_frames": self.frames, "max_words": self.words}
+
+
+def build_at(name: str, shapes: Shapes):  # noqa: ANN201 - a RetrievalMethod
+    """Method ``name`` built for ``shapes``, with the named switch a shape needs: TS2-Net's official 77-row
+    frame-position table holds at most 19 frames, so more frames turn on ``extended_positions`` (as the DiDeMo
+    sweeps do)."""
+    from tvr_convbench.methods import build_method, method_parameters
+
+    args = {}
+    if "extended_positions" in method_parameters(name) and 4 * shapes.frames + 1 > 77:
+        args["extended_positions"] = True
+    return build_method(name, **shapes.dims(), **args)
 
 
 @dataclass(frozen=True)
@@ -60,8 +74,8 @@ class Plan:
 FULL = Plan(
     quick=False,
     matmul_n=2048,
-    didemo=Shapes("didemo", 512, 64, 64),
-    proxy=Shapes("proxy", 64, 8, 40),
+    didemo=Shapes("didemo", 512, 64, 64, patches=49),
+    proxy=Shapes("proxy", 64, 8, 40, patches=16),
     warmup=2,
     min_reps=5,
     max_reps=40,
@@ -76,8 +90,8 @@ FULL = Plan(
 QUICK = Plan(
     quick=True,
     matmul_n=256,
-    didemo=Shapes("didemo (tiny)", 32, 6, 8, batch=8),
-    proxy=Shapes("proxy (tiny)", 16, 4, 6, batch=8),
+    didemo=Shapes("didemo (tiny)", 32, 6, 8, batch=8, patches=4),
+    proxy=Shapes("proxy (tiny)", 16, 4, 6, batch=8, patches=4),
     warmup=1,
     min_reps=3,
     max_reps=3,
@@ -99,8 +113,9 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
     return out
 
 
-def feature_batch(shapes: Shapes, batch: int, seed: int = 0) -> FeatureBatch:
-    """Synthetic frozen-regime features of ``batch`` items at ``shapes`` (see the module docstring)."""
+def feature_batch(shapes: Shapes, batch: int, seed: int = 0, patches: bool = False) -> FeatureBatch:
+    """Synthetic frozen-regime features of ``batch`` items at ``shapes`` (see the module docstring), with
+    ``video_patches`` [B, F, P, D] (constant in padded frames) when ``patches``."""
     g = torch.Generator().manual_seed(seed)
     words = shapes.words
     frames = shapes.frames
@@ -113,7 +128,7 @@ def feature_batch(shapes: Shapes, batch: int, seed: int = 0) -> FeatureBatch:
     video_mask = torch.arange(frames)[None] < frame_len[:, None]  # [B, F]
     blank = torch.randn(width, generator=g)  # [D]
     video = torch.where(video_mask[..., None], torch.randn(batch, frames, width, generator=g), blank)  # [B, F, D]
-    return {
+    out = {
         "text_tokens": tokens,  # [B, L, D]
         "text_mask": text_mask,
         "text_eot": tokens[torch.arange(batch), text_len - 1],  # [B, D]: the last real token
@@ -121,3 +136,8 @@ def feature_batch(shapes: Shapes, batch: int, seed: int = 0) -> FeatureBatch:
         "video_mask": video_mask,
         "index": torch.arange(batch),
     }
+    if patches:
+        grid = torch.randn(batch, frames, shapes.patches, width, generator=g)  # [B, F, P, D]
+        blank_patch = torch.randn(shapes.patches, width, generator=g)  # [P, D]
+        out["video_patches"] = torch.where(video_mask[..., None, None], grid, blank_patch)
+    return out

@@ -21,17 +21,16 @@ from typing import Any
 import torch
 
 from tvr_convbench.bench.evaluate import blockwise_similarity
-from tvr_convbench.bench.perf.plan import Plan, Shapes, feature_batch
+from tvr_convbench.bench.perf.plan import Plan, Shapes, build_at, feature_batch
 from tvr_convbench.bench.perf.probes import PeakMemory, count_flops
-from tvr_convbench.methods import build_method
 from tvr_convbench.methods.base import Rep, RetrievalMethod
 
 
 def encoded(name: str, shapes: Shapes, items: int) -> tuple[RetrievalMethod, Rep, Rep]:
     """The eval-mode method and its text and video reps of ``items`` synthetic items."""
     torch.manual_seed(0)
-    method = build_method(name, **shapes.dims()).eval()
-    batch = feature_batch(shapes, items, seed=1)
+    method = build_at(name, shapes).eval()
+    batch = feature_batch(shapes, items, seed=1, patches=method.needs_patches)
     with torch.no_grad():
         return method, method.encode_text(batch), method.encode_video(batch)
 

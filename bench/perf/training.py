@@ -21,22 +21,21 @@ import lightning as L
 import torch
 
 from tvr_convbench.bench.config import TrainerConfig
-from tvr_convbench.bench.perf.plan import Plan, Shapes, feature_batch
+from tvr_convbench.bench.perf.plan import Plan, Shapes, build_at, feature_batch
 from tvr_convbench.bench.perf.probes import count_flops, peak_bytes, repeat_timed, spread
 from tvr_convbench.bench.trainer import StepFunction, build_run_model
 from tvr_convbench.datasets.base import FeatureBackbone
-from tvr_convbench.methods import build_method
 
 
 def trainer_step(name: str, shapes: Shapes, tc: TrainerConfig) -> Callable[[], dict[str, float]]:
     """One optimizer step of method ``name`` per call: the trainer's ``StepFunction`` on a fixed synthetic batch."""
     torch.manual_seed(0)
-    method = build_method(name, **shapes.dims()).train()
+    method = build_at(name, shapes).train()
     backbone = FeatureBackbone(shapes.width, adapter=True)
     fabric = L.Fabric(accelerator="cpu", devices=1)
     model, optimizer = build_run_model(backbone, method, tc, fabric)
     step_fn = StepFunction(model, optimizer, fabric, tc)
-    batch = feature_batch(shapes, shapes.batch)
+    batch = feature_batch(shapes, shapes.batch, patches=method.needs_patches)
     step = full_lr_step(tc)
     return lambda: step_fn(batch, step)
 

@@ -31,11 +31,13 @@ from tvr_convbench.datasets.proxy.module import (
     FeatureSplit,
     ProxyDataModule,
     generate,
+    generate_patches,
     intrinsic_figures,
     load_or_generate,
+    load_or_generate_patches,
 )
 from tvr_convbench.datasets.proxy.settings import GENERATOR_VERSION, ProxySettings
-from tvr_convbench.datasets.proxy.world import World, render_frames, render_text, word_view_cosines
+from tvr_convbench.datasets.proxy.world import World, render_frames, render_patches, render_text, word_view_cosines
 
 __all__ = [
     "FREQUENT_CONTENT",
@@ -51,9 +53,12 @@ __all__ = [
     "content_probabilities",
     "generate",
     "generate_annotations",
+    "generate_patches",
     "intrinsic_figures",
     "load_or_generate",
+    "load_or_generate_patches",
     "render_frames",
+    "render_patches",
     "render_text",
     "word_view_cosines",
 ]

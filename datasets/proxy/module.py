@@ -1,6 +1,8 @@
 """The proxy as a data module: generation of the three splits, the on-disk feature cache, and
 ``ProxyDataModule`` (registered as ``proxy``), whose keywords are the ``ProxySettings`` knobs plus ``regime``,
-``adapter`` and ``cache_dir``.
+``adapter`` and ``cache_dir``. Patch tokens are generated only for a method that asks (``request_patches``), from
+their own random stream, and cached in a file of their own: the frame and token features and their cache stay
+the same.
 
 ``describe()`` records the dataset-intrinsic difficulty figures of the val split (word view cosines,
 sentence-frame cosines, real frames and tokens); the zero-shot meanP figures need a retrieval method and the
@@ -31,15 +33,37 @@ from tvr_convbench.datasets.base import (
 )
 from tvr_convbench.datasets.proxy.annotations import Annotation, annotations_from_didemo, generate_annotations
 from tvr_convbench.datasets.proxy.settings import ProxySettings
-from tvr_convbench.datasets.proxy.world import World, render_frames, render_text, word_view_cosines
+from tvr_convbench.datasets.proxy.world import (
+    FrameParts,
+    World,
+    compose_frames,
+    frame_parts,
+    render_patches,
+    render_text,
+    word_view_cosines,
+)
 
 REAL_FILE_ORDER = ("val", "test", "train")
 """the order a real annotation file's videos fill the splits (val and test first, the rest trains)"""
 
 
 # --- generation, cache --------------------------------------------------------------------------------------
+PATCH_STREAM = 0x9A7C
+"""the patch tokens draw from ``default_rng([seed, PATCH_STREAM])``, a stream of their own: the frame and token
+features (``default_rng(seed)``) are the same whether patches are generated or not"""
+
+
 def generate(s: ProxySettings) -> dict[str, dict[str, Tensor]]:
     """All three splits' feature tensors (deterministic in ``s``)."""
+    return _generate(s, patches=False)[0]
+
+
+def generate_patches(s: ProxySettings) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor]]:
+    """The features of ``generate(s)`` and every split's patch tokens ``[n, F, P, D]`` (float16)."""
+    return _generate(s, patches=True)
+
+
+def _generate(s: ProxySettings, patches: bool) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor]]:
     sizes = {"train": s.train_videos, "val": s.val_videos, "test": s.test_videos}
     anns, order = None, SPLITS
     if s.annotations:
@@ -48,14 +72,18 @@ def generate(s: ProxySettings) -> dict[str, dict[str, Tensor]]:
         if sum(sizes.values()) > len(anns):
             raise ValueError(f"{s.annotations}: {len(anns)} videos, fewer than the {sum(sizes.values())} requested")
     rng = np.random.default_rng(s.seed)
+    patch_rng = np.random.default_rng([s.seed, PATCH_STREAM])
     world = World.sample(rng, s)
     if anns is None:
         anns = generate_annotations(rng, sum(sizes.values()), s.vocab_size)
-    out, start = {}, 0
+    out, patch_out, start = {}, {}, 0
     for split in order:
-        out[split] = _render_split(rng, world, anns[start : start + sizes[split]], s)
+        split_anns = anns[start : start + sizes[split]]
+        out[split], parts = _render_split(rng, world, split_anns, s)
+        if patches:
+            patch_out[split] = torch.from_numpy(render_patches(patch_rng, world, split_anns, parts, s))
         start += sizes[split]
-    return out
+    return out, patch_out
 
 
 def _real_annotations(s: ProxySettings) -> tuple[list[Annotation], ProxySettings]:
@@ -64,11 +92,15 @@ def _real_annotations(s: ProxySettings) -> tuple[list[Annotation], ProxySettings
     return anns, replace(s, vocab_size=vocab_size)
 
 
-def _render_split(rng: np.random.Generator, world: World, anns: list[Annotation], s: ProxySettings) -> dict:
-    frames, video_mask = render_frames(rng, world, anns, s)
+def _render_split(
+    rng: np.random.Generator, world: World, anns: list[Annotation], s: ProxySettings
+) -> tuple[dict[str, Tensor], FrameParts]:
+    """A split's feature tensors, and the frames' draws (for its patch tokens)."""
+    parts = frame_parts(rng, world, anns, s)
+    frames, video_mask = compose_frames(world, anns, s, parts)
     tokens, text_mask, eot = render_text(rng, world, anns, s)
     as_float = lambda x: torch.from_numpy(x.astype(np.float32))  # noqa: E731
-    return {
+    features = {
         "text_tokens": as_float(tokens),
         "text_mask": torch.from_numpy(text_mask),
         "text_eot": as_float(eot),
@@ -76,6 +108,7 @@ def _render_split(rng: np.random.Generator, world: World, anns: list[Annotation]
         "video_mask": torch.from_numpy(video_mask),
         "index": torch.arange(len(anns)),
     }
+    return features, parts
 
 
 def load_or_generate(s: ProxySettings, cache_dir: Path) -> dict[str, dict[str, Tensor]]:
@@ -88,9 +121,24 @@ def load_or_generate(s: ProxySettings, cache_dir: Path) -> dict[str, dict[str, T
     return data
 
 
+def load_or_generate_patches(s: ProxySettings, cache_dir: Path) -> dict[str, Tensor]:
+    """Every split's patch tokens, cached beside the features under ``patch_key()`` (generating them writes the
+    feature cache too when it is missing: the same features ``load_or_generate`` would write)."""
+    path = cache_dir / f"proxy-{s.key()}-patches-{s.patch_key()}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    data, patches = generate_patches(s)
+    features = cache_dir / f"proxy-{s.key()}.pt"
+    if not features.exists():
+        atomic_write(features, lambda tmp: torch.save(data, tmp))
+    atomic_write(path, lambda tmp: torch.save(patches, tmp))
+    return patches
+
+
 # --- the data module ----------------------------------------------------------------------------------------
 class FeatureSplit(RetrievalSplit):
-    """An in-memory split of frozen features: a batch is one fancy-index per tensor."""
+    """An in-memory split of frozen features: a batch is one fancy-index per tensor (float16 tensors, the patch
+    tokens, come out as float32)."""
 
     def __init__(self, tensors: dict[str, Tensor]) -> None:
         self.tensors = tensors
@@ -100,7 +148,8 @@ class FeatureSplit(RetrievalSplit):
 
     def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return {key: value[idx] for key, value in self.tensors.items()}
+        batch = {key: value[idx] for key, value in self.tensors.items()}
+        return {key: value.float() if value.dtype == torch.float16 else value for key, value in batch.items()}
 
 
 @register_dataset("proxy")
@@ -135,6 +184,8 @@ class ProxyDataModule(RetrievalDataModule):
         self.regime = regime
         self.adapter = adapter
         self.cache_dir = Path(cache_dir)
+        self.patches = False
+        """whether batches carry ``video_patches`` (``request_patches``)"""
         self._splits: dict[str, FeatureSplit] = {}
 
     @classmethod
@@ -150,10 +201,19 @@ class ProxyDataModule(RetrievalDataModule):
         s = self.settings
         return FeatureDims(s.width, s.max_frames, s.max_words)
 
+    def request_patches(self) -> None:
+        """Batches carry ``video_patches [B, F, P, D]`` (P = ``patches``), generated on first use and cached beside
+        the features (whose values and cache key do not change); call before ``setup``."""
+        self.patches = True
+
     def setup(self, stage: str | None = None) -> None:
-        if not self._splits:
-            data = load_or_generate(self.settings, self.cache_dir)
-            self._splits = {name: FeatureSplit(data[name]) for name in SPLITS}
+        if self._splits:
+            return
+        patches = load_or_generate_patches(self.settings, self.cache_dir) if self.patches else {}
+        data = load_or_generate(self.settings, self.cache_dir)
+        for name, tokens in patches.items():
+            data[name]["video_patches"] = tokens  # [n, F, P, D] float16
+        self._splits = {name: FeatureSplit(data[name]) for name in SPLITS}
 
     def split(self, name: str) -> FeatureSplit:
         self.setup()

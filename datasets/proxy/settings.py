@@ -2,7 +2,9 @@
 data module adds only ``regime``, ``adapter`` and ``cache_dir``), with their types and defaults.
 
 ``key()`` hashes the settings (and the annotation file's bytes, and ``GENERATOR_VERSION``) into the name of the
-feature cache; bump the version whenever the generator's output changes for the same settings.
+feature cache; bump the version whenever the generator's output changes for the same settings. The patch-token knobs
+(``PATCH_KNOBS``) change only the patch tokens, so they are left out of ``key()`` and hashed, with
+``PATCH_GENERATOR_VERSION``, into ``patch_key()``, the name of the patch cache.
 """
 
 from __future__ import annotations
@@ -20,7 +22,20 @@ from tvr_convbench.core.registry import suggest
 from tvr_convbench.datasets.proxy.annotations import FREQUENT_CONTENT, FUNCTION_WORDS
 
 GENERATOR_VERSION = 2
-POSITIVE = ("train_videos", "val_videos", "test_videos", "width", "frames_per_segment", "max_frames", "vocab_size")
+PATCH_GENERATOR_VERSION = 1
+"""bump whenever the patch tokens change for the same settings"""
+PATCH_KNOBS = ("patches", "patch_noise")
+"""knobs that only the patch tokens read (not part of the frame/text feature cache's key)"""
+POSITIVE = (
+    "train_videos",
+    "val_videos",
+    "test_videos",
+    "width",
+    "frames_per_segment",
+    "max_frames",
+    "vocab_size",
+    "patches",
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,10 @@ class ProxySettings:
     """norm of every frame feature"""
     text_norm: float = 8.0
     """norm of every token and sentence feature"""
+    patches: int = 16
+    """patch tokens P per frame, for methods that work below the frame level (ViT-B/32 has 49)"""
+    patch_noise: float = 1.0
+    """weight of each patch token's own noise (a patch holds at most a few words, on the frame's background)"""
     annotations: str = ""
     """a real DiDeMo annotation JSON to take paragraphs and moments from ("" = procedural); its videos fill val,
     then test, then train"""
@@ -102,8 +121,16 @@ class ProxySettings:
         }
 
     def key(self) -> str:
+        """The frame/text feature cache's name: every knob but ``PATCH_KNOBS``, the annotation bytes, the version."""
         source = _file_digest(self.annotations) if self.annotations else ""
-        blob = json.dumps({**asdict(self), "source": source, "version": GENERATOR_VERSION}, sort_keys=True)
+        knobs = {k: v for k, v in asdict(self).items() if k not in PATCH_KNOBS}
+        blob = json.dumps({**knobs, "source": source, "version": GENERATOR_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def patch_key(self) -> str:
+        """The patch cache's name: the feature key, the patch knobs and ``PATCH_GENERATOR_VERSION``."""
+        knobs = {k: getattr(self, k) for k in PATCH_KNOBS}
+        blob = json.dumps({"features": self.key(), **knobs, "version": PATCH_GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -117,6 +144,8 @@ class ProxySettings:
             raise ValueError(f"data.vocab_size must exceed {len(FUNCTION_WORDS) + len(FREQUENT_CONTENT)}")
         if not 0.0 < self.alignment <= 1.0:
             raise ValueError(f"data.alignment must be in (0, 1], got {self.alignment}")
+        if self.patch_noise < 0.0:
+            raise ValueError(f"data.patch_noise must be non-negative, got {self.patch_noise}")
         if not 0.0 <= self.noise_corr < 1.0:
             raise ValueError(f"data.noise_corr must be in [0, 1), got {self.noise_corr}")
         if self.annotations and not Path(self.annotations).is_file():

@@ -16,7 +16,12 @@ Every knob is a ``ProxySettings`` field; the generator is deterministic in ``see
     frame slots hold one constant "blank frame" feature, as CLIP's encoding of an all-zero image does;
   - token features: SOT, then per word its text view with light causal context mixing and noise, then EOT =
     the paragraph summary (its content words' text views + noise), then pads (a pad direction mixed with the
-    EOT, as CLIP's causal pads see the whole text); rescaled to norm ``text_norm``.
+    EOT, as CLIP's causal pads see the whole text); rescaled to norm ``text_norm``;
+  - patch tokens (``render_patches``, only for a method that asks): ``patches`` per frame, in the frames' space.
+    Each grounded word and each distractor of a segment sits in one patch of its frames; every patch carries the
+    frame's background (image mean, scene, persistent content, frame noise) and its own noise. Their randomness
+    comes from a separate stream, and they reuse the frames' draws (``FrameParts``), so generating them changes no
+    frame or token feature.
 Segment-level arrays have S = ``SEGMENTS_PER_VIDEO`` rows per video (row ``video * S + segment``); a 5-segment
 video leaves its last row unused.
 """
@@ -118,36 +123,65 @@ def _flat_words(anns: list[Annotation], world: World) -> tuple[np.ndarray, np.nd
     return np.asarray(rows, dtype=np.int64), np.asarray(words, dtype=np.int64)
 
 
-def _segment_content(rng: np.random.Generator, world: World, anns: list[Annotation], s: ProxySettings) -> np.ndarray:
-    """Per segment: grounded words + distractors, plus the video's persistent content: [n, S, D]."""
+@dataclass
+class FrameParts:
+    """Every random draw behind a split's frames, in the generator's order, so the patch tokens (``render_patches``)
+    can place the same content in patches without drawing it again."""
+
+    grounded_rows: np.ndarray  # [M] cell (video * S + segment) of each grounded content word
+    grounded_words: np.ndarray  # [M] the word
+    distractors: np.ndarray  # [n * S, distractors] undescribed words shown in each cell
+    persistent: np.ndarray  # [n, D] unit persistent content of each video
+    scene: np.ndarray  # [n, 1, D] unit scene of each video
+    noise: np.ndarray  # [n, steps, D] AR(1) frame noise
+
+
+def frame_parts(rng: np.random.Generator, world: World, anns: list[Annotation], s: ProxySettings) -> FrameParts:
+    """The frames' random draws: distractors, persistent content, scene, noise (this order fixes the features)."""
     n, D = len(anns), s.width
-    cells = n * SEGMENTS_PER_VIDEO  # n * S rows, one per (video, segment)
-    grounded = np.zeros((cells, D))
     rows, words = _flat_words(anns, world)
-    np.add.at(grounded, rows, world.visual[words])
     probs = content_probabilities(len(world.visual))
+    cells = n * SEGMENTS_PER_VIDEO  # n * S rows, one per (video, segment)
     extra = len(FUNCTION_WORDS) + rng.choice(len(probs), (cells, s.distractors), p=probs)  # [cells, distractors]
-    distract = world.visual[extra].sum(1) if s.distractors else np.zeros((cells, D))
-    persistent = _persistent_content(rng, world, anns, s)[:, None]  # [n, 1, D]
+    persistent = _persistent_content(rng, world, anns, s)  # [n, D]
+    scene = _unit(world.scenes[rng.integers(0, len(world.scenes), n)] + 0.5 * _unit(rng.standard_normal((n, D))))
+    noise = _ar1(rng, n, SEGMENTS_PER_VIDEO * s.frames_per_segment, D, s)  # [n, steps, D]
+    return FrameParts(rows, words, extra, persistent, scene[:, None], noise)
+
+
+def _segment_content(world: World, parts: FrameParts, s: ProxySettings) -> np.ndarray:
+    """Per segment: grounded words + distractors, plus the video's persistent content: [n, S, D]."""
+    n, D = parts.persistent.shape
+    grounded = np.zeros((n * SEGMENTS_PER_VIDEO, D))
+    np.add.at(grounded, parts.grounded_rows, world.visual[parts.grounded_words])
+    distract = world.visual[parts.distractors].sum(1) if s.distractors else np.zeros_like(grounded)
     segments = s.grounded * _unit_or_zero(grounded) + s.distractor * _unit_or_zero(distract)  # [cells, D]
-    return s.content * persistent + segments.reshape(n, SEGMENTS_PER_VIDEO, D)
+    return s.content * parts.persistent[:, None] + segments.reshape(n, SEGMENTS_PER_VIDEO, D)
 
 
 def render_frames(rng: np.random.Generator, world: World, anns: list[Annotation], s: ProxySettings) -> tuple:
     """Frame features [n, F, D] (norm ``frame_norm``; padded slots = blank frame) and the frame mask [n, F]."""
+    return compose_frames(world, anns, s, frame_parts(rng, world, anns, s))
+
+
+def compose_frames(world: World, anns: list[Annotation], s: ProxySettings, parts: FrameParts) -> tuple:
+    """``render_frames`` from its draws: frame features [n, F, D] and the frame mask [n, F]."""
     n, D, per_seg, F = len(anns), s.width, s.frames_per_segment, s.max_frames
     steps = SEGMENTS_PER_VIDEO * per_seg  # S * per_seg frames of a full video
-    frames = np.repeat(_segment_content(rng, world, anns, s), per_seg, axis=1)  # [n, steps, D]
-    scene = _unit(world.scenes[rng.integers(0, len(world.scenes), n)] + 0.5 * _unit(rng.standard_normal((n, D))))
-    scene = scene[:, None]  # [n, 1, D]: one of a few shared scene types, plus per-video variation
-    frames = s.image_mean * world.image_mean + s.scene * scene + frames + s.noise * _ar1(rng, n, steps, D, s)
+    frames = np.repeat(_segment_content(world, parts, s), per_seg, axis=1)  # [n, steps, D]
+    frames = s.image_mean * world.image_mean + s.scene * parts.scene + frames + s.noise * parts.noise
     frames = s.frame_norm * _unit(frames)
-    num_real = np.minimum(np.array([a.num_segments for a in anns]) * per_seg, F)
-    mask = np.arange(F)[None] < num_real[:, None]  # [n, F]
+    mask = real_frame_mask(anns, s)  # [n, F]
     out = np.broadcast_to(s.frame_norm * world.blank_frame, (n, F, D)).copy()
     width = min(F, steps)
     out[:, :width] = np.where(mask[:, :width, None], frames[:, :width], out[:, :width])
     return out, mask
+
+
+def real_frame_mask(anns: list[Annotation], s: ProxySettings) -> np.ndarray:
+    """True on the frame slots [n, F] a video fills (``frames_per_segment`` per segment, at most F)."""
+    num_real = np.minimum(np.array([a.num_segments for a in anns]) * s.frames_per_segment, s.max_frames)
+    return np.arange(s.max_frames)[None] < num_real[:, None]
 
 
 def _persistent_content(rng: np.random.Generator, world: World, anns: list[Annotation], s: ProxySettings) -> np.ndarray:
@@ -174,6 +208,66 @@ def _ar1(rng: np.random.Generator, n: int, steps: int, width: int, s: ProxySetti
         state = rho * state + math.sqrt(1 - rho * rho) * innovations[:, t] if t else state
         out[:, t] = state
     return out
+
+
+# --- patch tokens (their own random stream, rendered only when asked for) --------------------------------
+PATCH_CHUNK = 256
+"""videos whose patch tokens are rendered at a time (bounds the [videos, F, P, D] temporaries)"""
+
+
+def render_patches(
+    rng: np.random.Generator, world: World, anns: list[Annotation], parts: FrameParts, s: ProxySettings
+) -> np.ndarray:
+    """Patch tokens [n, F, P, D] (float16, norm ``frame_norm``) of the frames drawn as ``parts``, from the patch stream
+    ``rng``: a segment's content sits in a few patches of its frames, the rest is the frame's background.
+
+    Each grounded content word and each distractor of a segment occupies one patch (uniform, the same in all the
+    segment's frames), with its visual view at weight ``grounded`` / ``distractor``; every patch holds the frame's
+    background (image mean, scene, persistent content, the frame's AR(1) noise, at the frames' weights) plus its own
+    noise (``patch_noise``); rescaled to ``frame_norm``. Padded slots hold the blank frame in every patch.
+    """
+    n, F, P, D = len(anns), s.max_frames, s.patches, s.width
+    out = np.empty((n, F, P, D), dtype=np.float16)
+    out[:] = (s.frame_norm * world.blank_frame).astype(np.float16)
+    mask = real_frame_mask(anns, s)  # [n, F]
+    for start in range(0, n, PATCH_CHUNK):
+        stop = min(start + PATCH_CHUNK, n)
+        real = _chunk_patches(rng, world, parts, s, start, stop)  # [c, width, P, D]
+        width = real.shape[1]
+        keep = mask[start:stop, :width, None, None]
+        out[start:stop, :width] = np.where(keep, real, out[start:stop, :width])
+    return out
+
+
+def _chunk_patches(
+    rng: np.random.Generator, world: World, parts: FrameParts, s: ProxySettings, start: int, stop: int
+) -> np.ndarray:
+    """Patch tokens of the frame grid of videos ``start:stop``: [c, width, P, D], width = min(F, frames rendered)."""
+    count, P, D, per_seg = stop - start, s.patches, s.width, s.frames_per_segment
+    width = min(s.max_frames, SEGMENTS_PER_VIDEO * per_seg)
+    objects = np.repeat(_patch_objects(rng, world, parts, s, start, stop), per_seg, axis=1)[:, :width]
+    background = s.image_mean * world.image_mean + s.scene * parts.scene[start:stop]  # [c, 1, D]
+    background = background + s.content * parts.persistent[start:stop, None]  # [c, 1, D]
+    frame_noise = s.noise * parts.noise[start:stop, :width]  # [c, width, D]
+    own_noise = s.patch_noise * _unit(rng.standard_normal((count, width, P, D)))  # [c, width, P, D]
+    patches = (background + frame_noise)[:, :, None] + objects + own_noise  # [c, width, P, D]
+    return s.frame_norm * _unit(patches)
+
+
+def _patch_objects(
+    rng: np.random.Generator, world: World, parts: FrameParts, s: ProxySettings, start: int, stop: int
+) -> np.ndarray:
+    """The segments' words placed in patches: [c, S, P, D] for videos ``start:stop``."""
+    count, S, P = stop - start, SEGMENTS_PER_VIDEO, s.patches
+    objects = np.zeros((count * S, P, s.width))
+    first, last = start * S, stop * S
+    inside = (parts.grounded_rows >= first) & (parts.grounded_rows < last)
+    rows, words = parts.grounded_rows[inside] - first, parts.grounded_words[inside]
+    np.add.at(objects, (rows, rng.integers(0, P, rows.size)), s.grounded * world.visual[words])
+    shown = parts.distractors[first:last]  # [c S, distractors]
+    cells = np.repeat(np.arange(count * S), shown.shape[1])
+    np.add.at(objects, (cells, rng.integers(0, P, cells.size)), s.distractor * world.visual[shown.ravel()])
+    return objects.reshape(count, S, P, s.width)
 
 
 # --- text ---------------------------------------------------------------------------------------------------

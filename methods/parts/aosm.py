@@ -1,4 +1,5 @@
-"""X-CLIP's attention over similarity matrices (AOSM) and its four-score head, shared by X-CLIP and GLCCL.
+"""X-CLIP's attention over similarity matrices (AOSM) and its four-score head, shared by X-CLIP and GLCCL (UCoFiA
+uses ``AttnSum`` with its second softmax, ``second_softmax=True``).
 
 Spec: ``reference/baselines-and-didemo.md`` 2.3 (X-CLIP, github.com/xuguohai/X-CLIP @6b5344f,
 ``modules/modeling_xclip.py``) and ``reference/glccl.md`` 4 (GLCCL reuses the head unchanged, with its
@@ -57,11 +58,14 @@ class AttnSum(nn.Module):
     Args:
         size: K, the length of the pooled axis.
         temperature: the softmax temperature (0.01 officially).
+        second_softmax: UCoFiA's variant: the re-weighted attention is wrapped in a second softmax of the same
+            temperature, ``beta = softmax((softmax(x / t) M) / t)`` (renormalised; padded slots get no mass).
     """
 
-    def __init__(self, size: int, temperature: float = AOSM_TEMPERATURE) -> None:
+    def __init__(self, size: int, temperature: float = AOSM_TEMPERATURE, second_softmax: bool = False) -> None:
         super().__init__()
         self.temperature = temperature
+        self.second_softmax = second_softmax
         self.weight = nn.Parameter(torch.eye(size))
 
     def forward(self, scores: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -86,7 +90,11 @@ class AttnSum(nn.Module):
             dim: the pooled axis.
         """
         values = logits if mask is None else logits.masked_fill(~mask, 0.0)
-        weights = _mix(self.softmax(logits, mask, dim), self.weight, dim)  # softmax(x / t) M along dim
+        if self.second_softmax:  # softmax((softmax(x / t) M) / t), the 1 / t folded into M
+            mixed = _mix(self.softmax(logits, mask, dim), self.weight / self.temperature, dim)
+            weights = self.softmax(mixed, mask, dim)
+        else:
+            weights = _mix(self.softmax(logits, mask, dim), self.weight, dim)  # softmax(x / t) M along dim
         return self.temperature * torch.linalg.vecdot(values, weights, dim=dim)
 
     def softmax(self, logits: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:
