@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import inspect
 import re
 import typing
 from dataclasses import dataclass, field
@@ -701,5 +700,4 @@ def validate_data(data: dict, where: str) -> dict:
         cls(**typed)  # constructors validate values (sizes, paths) without loading anything
     except (ValueError, OSError) as err:
         raise ConfigError(f"{where}: {err}") from None
-    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-    return {"name": data["name"], **defaults, **typed}  # resolved: every knob recorded with the run
+    return {"name": data["name"], **cls.resolve_config(typed)}  # resolved: every knob recorded with the run

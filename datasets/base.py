@@ -117,6 +117,15 @@ class RetrievalDataModule(L.LightningDataModule, abc.ABC):
         hints = typing.get_type_hints(cls.__init__)
         return {name: p.replace(annotation=hints.get(name, p.annotation)) for name, p in init_parameters(cls).items()}
 
+    @classmethod
+    def resolve_config(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """The full ``data:`` section a run records: every key of ``config_parameters`` with its default, the
+        given (type-checked) values on top."""
+        defaults = {
+            k: p.default for k, p in cls.config_parameters().items() if p.default is not inspect.Parameter.empty
+        }
+        return {**defaults, **given}
+
     synthetic: bool = False
     """True for generated data: reports then say "synthetic proxy" in their title"""
     title: str = "?"

@@ -42,6 +42,7 @@ from tvr_convbench.datasets.proxy.world import (
     render_text,
     word_view_cosines,
 )
+from tvr_convbench.datasets.proxy.worlds import world_knobs
 
 REAL_FILE_ORDER = ("val", "test", "train")
 """the order a real annotation file's videos fill the splits (val and test first, the rest trains)"""
@@ -161,6 +162,7 @@ class ProxyDataModule(RetrievalDataModule):
         adapter: train an identity-initialised linear adapter on frames and text features (at the backbone lr),
             standing in for backbone adaptation; without it parameter-free heads (meanP) cannot learn.
         cache_dir: where generated features are cached.
+        world: a named preset of knobs (``tvr_convbench.datasets.proxy.worlds``); a knob given explicitly wins.
         **knobs: ``ProxySettings`` fields (an unknown name raises ``UnknownNameError``, a bad value
             ``ValueError`` naming ``data.<knob>``).
     """
@@ -176,10 +178,12 @@ class ProxyDataModule(RetrievalDataModule):
         regime: Literal["frozen"] = "frozen",
         adapter: bool = True,
         cache_dir: str = ".cache/proxy",
+        world: str = "default",
         **knobs: Any,
     ) -> None:
         super().__init__()
-        self.settings = ProxySettings.from_knobs(knobs)
+        self.world = world
+        self.settings = ProxySettings.from_knobs({**world_knobs(world), **knobs})
         self.settings.validate()
         self.regime = regime
         self.adapter = adapter
@@ -195,6 +199,12 @@ class ProxyDataModule(RetrievalDataModule):
         own = inspect.signature(cls.__init__).parameters.values()
         module_only = [p.replace(annotation=hints[p.name]) for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
         return {**cls.settings_class.parameters(), **{p.name: p for p in module_only}}
+
+    @classmethod
+    def resolve_config(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults, then the named world's knobs, then the knobs given explicitly."""
+        resolved = super().resolve_config(given)
+        return {**resolved, **world_knobs(resolved["world"]), **given}
 
     @property
     def dims(self) -> FeatureDims:
@@ -228,6 +238,7 @@ class ProxyDataModule(RetrievalDataModule):
         return {
             **super().describe(),
             "regime": self.regime,
+            "world": self.world,
             "counts": counts,
             "settings": asdict(self.settings),
             "calibration": intrinsic_figures(self.settings, self._splits["val"].tensors),
