@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tvr_convbench.bench.config import load_sweep
+from tvr_convbench.bench.config import load_sweep, load_sweeps
 from tvr_convbench.core.errors import USER_ERRORS, ConfigError
 
 
@@ -32,11 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train (or resume) one run of a sweep")
     train.add_argument("sweep")
     train.add_argument("--run", required=True, help="run name, e.g. glscl-s0")
+    _world(train)
     _dirs(train)
     _restart(train)
     _overrides(train)
     targets = sub.add_parser("targets", help="fix runs/<sweep>/targets.json from its finished reference runs")
     targets.add_argument("sweep")
+    _world(targets)
     _dirs(targets)
     _overrides(targets)
     train.add_argument("--no-progress", action="store_true")
@@ -58,10 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     workspace.add_argument("--no-save", action="store_true", help="only write the JSON definition")
     config = sub.add_parser("config", help="print the fully resolved sweep: every field, its default and its doc")
     config.add_argument("sweep", help="a shipped sweep name or a path to a sweep YAML")
+    _world(config)
     _overrides(config)
     sub.add_parser("list", help="registered methods, datasets and shipped sweeps")
     _add_data_parser(sub)
     return parser
+
+
+def _world(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--world", help="of a sweep over several proxy worlds, the world to use")
 
 
 def _dirs(parser: argparse.ArgumentParser) -> None:
@@ -94,24 +101,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.jobs <= 0:
         raise ConfigError(f"--jobs must be positive, got {args.jobs}")
-    sweep = load_sweep(args.sweep, args.overrides)
+    sweeps = load_sweeps(args.sweep, args.overrides)  # a study: one sweep per world, all checked first
     if args.export:
         from tvr_convbench.bench.export import export_sweep
 
-        path = export_sweep(sweep, args.export, args.runs_dir, args.sweep)
-        print(f"wrote {path}")
+        for sweep in sweeps:
+            print(f"wrote {export_sweep(sweep, args.export, args.runs_dir, args.sweep)}")
         return 0
     from tvr_convbench.bench.targets import TargetsError
 
-    reports = None if args.no_report else args.reports_dir / sweep.name
-    try:
-        outcomes = run_sweep(sweep, args.runs_dir, args.jobs, not args.no_progress, reports, args.restart_changed)
-    except TargetsError as err:
-        print(f"error: the targets cannot be fixed: {err}; no scored run was started", file=sys.stderr)
-        return 1
-    if not args.no_report:
-        _report(sweep.name, args.runs_dir, args.reports_dir)
-    return _sweep_summary(sweep.name, outcomes)
+    codes = []
+    for sweep in sweeps:
+        reports = None if args.no_report else args.reports_dir / sweep.name
+        try:
+            outcomes = run_sweep(sweep, args.runs_dir, args.jobs, not args.no_progress, reports, args.restart_changed)
+        except TargetsError as err:
+            print(f"error: {sweep.name}: the targets cannot be fixed: {err}; no scored run started", file=sys.stderr)
+            codes.append(1)
+            continue
+        if not args.no_report:
+            _report(sweep.name, args.runs_dir, args.reports_dir)
+        codes.append(_sweep_summary(sweep.name, outcomes))
+    if sweeps[0].study and not args.no_report:
+        _study_report(sweeps[0].study, args.runs_dir, args.reports_dir)
+    return max(codes)
 
 
 def _sweep_summary(name: str, outcomes: list) -> int:
@@ -135,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tvr_convbench.core.files import atomic_write_yaml, check_unlocked, folder_lock
     from tvr_convbench.core.schema import RunPaths, SweepPaths
 
-    sweep = load_sweep(args.sweep, args.overrides)
+    sweep = load_sweep(args.sweep, args.overrides, args.world)
     sweep_dir = args.runs_dir / sweep.name
     check_selection_file(sweep, sweep_dir)
     runs = {cfg.run: cfg for cfg in sweep.runs(read_selection(sweep, sweep_dir))}
@@ -187,7 +200,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
     from tvr_convbench.bench.targets import TargetsError, check_targets_file
     from tvr_convbench.core.schema import SweepPaths
 
-    sweep = load_sweep(args.sweep, args.overrides)
+    sweep = load_sweep(args.sweep, args.overrides, args.world)
     sweep_dir = args.runs_dir / sweep.name
     path = SweepPaths(sweep_dir).targets
     if sweep.targets.source == "posthoc":
@@ -206,11 +219,24 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from tvr_convbench.bench.analysis.study import is_study, study_dirs
+
     sweep_dir = args.runs_dir / args.sweep
+    if "/" not in args.sweep and is_study(args.sweep, args.runs_dir):
+        for world_dir in study_dirs(args.sweep, args.runs_dir).values():
+            _report(world_dir.name, args.runs_dir, args.reports_dir)
+        _study_report(args.sweep, args.runs_dir, args.reports_dir)
+        return 0
     if "/" in args.sweep or not (sweep_dir / "sweep.yaml").is_file():
         raise ConfigError(f"no run log for sweep {args.sweep!r}: {sweep_dir / 'sweep.yaml'} does not exist")
     _report(args.sweep, args.runs_dir, args.reports_dir)
     return 0
+
+
+def _study_report(name: str, runs_dir: Path, reports_dir: Path) -> None:
+    from tvr_convbench.bench.analysis.study import write_study_report
+
+    print(f"study report: {write_study_report(name, runs_dir, reports_dir / name)}")
 
 
 def _report(name: str, runs_dir: Path, reports_dir: Path) -> None:
@@ -240,7 +266,10 @@ def cmd_wandb_workspace(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from tvr_convbench.bench.print_config import render_config
 
-    print(render_config(load_sweep(args.sweep, args.overrides)), end="")
+    sweeps = (
+        [load_sweep(args.sweep, args.overrides, args.world)] if args.world else load_sweeps(args.sweep, args.overrides)
+    )
+    print("---\n".join(render_config(sweep) for sweep in sweeps), end="")
     return 0
 
 

@@ -361,6 +361,8 @@ class SweepConfig:
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    study: str = ""
+    """the multi-world sweep this one is the world of (its ``worlds`` expand into one sweep per world)"""
     source: str = ""
 
     def runs(self, selection: Any = None) -> list[RunConfig]:
@@ -440,7 +442,8 @@ class SweepConfig:
         _check_keys(raw, RESOLVED_KEYS, where)
         entries = coerce(raw.get("methods"), list, f"{where}: methods")
         specs = [_method_spec(e, f"{where}: methods[{i}]") for i, e in enumerate(entries)]
-        return cls(**_sections(raw, where, None), methods=_distinct_labels(specs, where), source=where)
+        study = coerce(raw.get("study", ""), str, f"{where}: study")
+        return cls(**_sections(raw, where, None), methods=_distinct_labels(specs, where), study=study, source=where)
 
     @classmethod
     def from_file(cls, path: Path) -> SweepConfig:
@@ -458,8 +461,10 @@ def _plain(value: Any) -> Any:
 
 SWEEP_KEYS = (
     "name", "methods", "seeds", "data", "trainer", "wandb", "overrides", "report", "targets", "slurm", "tuning",
+    "worlds", "study",
 )  # fmt: skip
-RESOLVED_KEYS = tuple(k for k in SWEEP_KEYS if k != "overrides")
+"""keys of a sweep file (``worlds``: the proxy worlds a study runs, one sweep ``<name>-<world>`` each)"""
+RESOLVED_KEYS = tuple(k for k in SWEEP_KEYS if k not in ("overrides", "worlds"))
 
 
 def resolve_sweep_path(name_or_path: str) -> Path:
@@ -501,16 +506,51 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
-def load_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
-    """Load, validate and resolve a sweep file (methods and data are checked against their registries).
+def load_sweeps(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> list[SweepConfig]:
+    """Load a sweep file: one sweep, or with ``worlds`` one sweep per proxy world (``<name>-<world>``, its
+    ``data.world`` set), all validated before anything runs."""
+    path, raw, where = _raw_sweep(name_or_path, overrides)
+    worlds = coerce(raw.get("worlds", []), list[str], f"{where}: worlds")
+    if not worlds:
+        return [_build_sweep(raw, where, path.stem)]
+    if len(set(worlds)) < len(worlds):
+        raise ConfigError(f"{where}: worlds collide: {worlds}")
+    name = coerce(raw.get("name", path.stem), str, f"{where}: name")
+    return [_build_sweep(_world_raw(raw, name, world), f"{where} [world {world}]", name) for world in worlds]
+
+
+def load_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), world: str | None = None) -> SweepConfig:
+    """Load, validate and resolve a sweep file (methods and data are checked against their registries); of a
+    multi-world sweep, the sweep of ``world``.
 
     ``overrides`` are ``dotted.key=value`` strings (the CLI's ``--set``) applied before validation.
     """
+    sweeps = load_sweeps(name_or_path, overrides)
+    if world is None and len(sweeps) == 1:
+        return sweeps[0]
+    names = {s.data.get("world"): s for s in sweeps} if sweeps[0].study else {}
+    if world not in names:
+        raise ConfigError(f"{name_or_path}: a sweep over the worlds {list(names) or '[]'}: name one with --world")
+    return names[world]
+
+
+def _raw_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...]) -> tuple[Path, dict, str]:
     path = resolve_sweep_path(name_or_path)
     raw = apply_overrides(load_yaml(path), overrides)
     where = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
     _check_keys(raw, SWEEP_KEYS, where)
-    sweep = SweepConfig(**_sections(raw, where, path.stem), methods=_methods(raw, where), source=where)
+    return path, raw, where
+
+
+def _world_raw(raw: dict, name: str, world: str) -> dict:
+    data = dict(coerce(raw.get("data", {}), dict, "data"))
+    body = {k: v for k, v in raw.items() if k != "worlds"}
+    return {**body, "name": f"{name}-{world}", "study": name, "data": {**data, "world": world}}
+
+
+def _build_sweep(raw: dict, where: str, default_name: str) -> SweepConfig:
+    study = coerce(raw.get("study", ""), str, f"{where}: study")
+    sweep = SweepConfig(**_sections(raw, where, default_name), methods=_methods(raw, where), study=study, source=where)
     _check_methods(sweep, where)
     return sweep
 
