@@ -44,7 +44,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 # --- the configs ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass
 class ValSchedule:
     """When the whole val split is evaluated, the same for every method of a sweep (step 0 and the last step are
     always added): ``every`` (each ``trainer.val_every`` steps), ``geometric`` (``first``, then each step
@@ -659,7 +659,7 @@ def _methods(raw: dict, where: str) -> list[MethodSpec]:
     specs = [_method_spec(e, f"{where}: methods[{i}]") for i, e in enumerate(entries)]
     overrides = coerce(raw.get("overrides", {}), dict, f"{where}: overrides")
     specs = [_apply_override(s, overrides.get(s.label), f"{where}: overrides.{s.label}") for s in specs]
-    unknown = set(overrides) - {s.label for s in specs}
+    unknown = set(overrides) - {s.label for s in specs} - set(list_methods())  # a method left out: not a typo
     if unknown:
         labels = [s.label for s in specs]
         first = sorted(unknown)[0]

@@ -94,7 +94,7 @@ class RetrievalModule(L.LightningModule):
 
     def __init__(
         self,
-        method: str = "meanp",
+        method: str,
         method_args: dict[str, Any] | None = None,
         data: RetrievalDataModule | dict[str, Any] | None = None,
         *,
@@ -145,9 +145,9 @@ class RetrievalModule(L.LightningModule):
         """Hand the protocol's loader settings to the data module the Trainer uses (its ``datamodule``, else ours)."""
         data = self.trainer.datamodule if self.trainer.datamodule is not None else self.datamodule
         if isinstance(data, RetrievalDataModule):
-            if data.dims.as_kwargs() != self.hparams["dims"]:
-                raise ValueError(f"the method is built for dims {self.hparams['dims']}, the data module has {data.dims}")
             hp = self.hparams
+            if data.dims.as_kwargs() != hp["dims"]:
+                raise ValueError(f"the method is built for dims {hp['dims']}, the data module has {data.dims}")
             data.configure_loaders(hp["batch_size"], hp["data_seed"], hp["eval_batch_size"])
 
     def train_dataloader(self) -> Any:  # used by ``trainer.fit(model)`` without a datamodule
@@ -176,15 +176,13 @@ class RetrievalModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The harness's optimizer over its parameter groups, and its lr schedule as a per-step ``LambdaLR``."""
-        clip = float(self.trainer.gradient_clip_val or 0.0) if self._trainer is not None else 0.0
+        clip = float(self.trainer.gradient_clip_val or 0.0)
         protocol = dataclasses.replace(self.protocol, grad_clip=clip)
         _, optimizer = build_run_model(self.model.backbone, self.method, protocol, _NoFabric())
         if optimizer is None:  # nothing trains (e.g. meanP on frozen features without adapter)
             return None
         _run_closure_first(optimizer)
-        total = self.trainer.max_steps if self._trainer is not None else -1
-        if total is None or total < 0:
-            total = int(self.trainer.estimated_stepping_batches)
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
         schedule = LrMultiplier(self.protocol.schedule, total, self.protocol.warmup)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
@@ -228,7 +226,9 @@ class RetrievalModule(L.LightningModule):
             return
         logged = {f"{split}/{k}": v for k, v in metrics.items()}
         logged[f"{split}/optimizer_step"] = float(self.trainer.global_step)  # optimizer steps taken (the harness's)
-        self.log_dict(logged, on_step=False, on_epoch=True, batch_size=1)
+        # every process holds the same (broadcast) values: "max" syncs them without changing a bit, so a callback can
+        # monitor them on every rank
+        self.log_dict(logged, on_step=False, on_epoch=True, batch_size=1, sync_dist=True, reduce_fx="max")
 
 
 # --- the harness's pieces, in the shapes Lightning wants ---------------------------------------------------------
