@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a sweep (methods x seeds), then write its report")
     sweep.add_argument("sweep", help="a shipped sweep name (bench/configs/sweeps/) or a path to a sweep YAML")
     _dirs(sweep)
-    sweep.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    sweep.add_argument(
+        "--jobs", default="1",
+        help="runs in parallel processes: a number, or 'auto' (cores / trainer.num_threads; default 1)",
+    )  # fmt: skip
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
     sweep.add_argument("--no-report", action="store_true", help="skip the report at the end")
     sweep.add_argument("--export", choices=("wandb", "slurm"), help="write a wandb sweep / SLURM array and exit")
@@ -99,8 +102,6 @@ def _add_data_parser(sub) -> None:  # noqa: ANN001 - argparse's private subparse
 def cmd_sweep(args: argparse.Namespace) -> int:
     from tvr_convbench.bench.sweep import run_sweep
 
-    if args.jobs <= 0:
-        raise ConfigError(f"--jobs must be positive, got {args.jobs}")
     sweeps = load_sweeps(args.sweep, args.overrides)  # a study: one sweep per world, all checked first
     if args.export:
         from tvr_convbench.bench.export import export_sweep
@@ -111,10 +112,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tvr_convbench.bench.targets import TargetsError
 
     codes = []
+    jobs = parse_jobs(args.jobs, sweeps[0])
     for sweep in sweeps:
         reports = None if args.no_report else args.reports_dir / sweep.name
         try:
-            outcomes = run_sweep(sweep, args.runs_dir, args.jobs, not args.no_progress, reports, args.restart_changed)
+            outcomes = run_sweep(sweep, args.runs_dir, jobs, not args.no_progress, reports, args.restart_changed)
         except TargetsError as err:
             print(f"error: {sweep.name}: the targets cannot be fixed: {err}; no scored run started", file=sys.stderr)
             codes.append(1)
@@ -125,6 +127,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if sweeps[0].study and not args.no_report:
         _study_report(sweeps[0].study, args.runs_dir, args.reports_dir)
     return max(codes)
+
+
+def parse_jobs(value: str, sweep) -> int:  # noqa: ANN001 - a SweepConfig
+    """``--jobs``: a positive number, or ``auto``: as many processes as the cores hold at the protocol's
+    ``trainer.num_threads`` threads each (one process when it is 0, torch's all-cores default). The protocol fixes
+    the threads, so a run's numbers are the same however many run beside it."""
+    from tvr_convbench.bench.sweep import auto_jobs
+
+    if value == "auto":
+        return auto_jobs(sweep.trainer.num_threads)
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"--jobs must be a positive number or 'auto', got {value!r}")
+    return int(value)
 
 
 def _sweep_summary(name: str, outcomes: list) -> int:

@@ -57,7 +57,7 @@ def reassemble(fabric: L.Fabric, reps: list[Rep], index: Tensor, num_items: int,
     index_all = fabric.all_gather(torch.cat([index, torch.full((pad,), -1)])).reshape(-1)  # [W * size]
     keep = index_all >= 0
     order = torch.argsort(index_all[keep])
-    if not torch.equal(index_all[keep][order], torch.arange(num_items)):
+    if not torch.equal(index_all[keep][order], torch.arange(num_items, device=index_all.device)):
         raise RuntimeError("distributed evaluation did not cover every item exactly once")
     return [_select(fabric.all_gather(_pad_rep(rep, pad)), keep, order) for rep in reps]
 

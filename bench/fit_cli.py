@@ -21,7 +21,6 @@ This entry is for using a method elsewhere; the harness CLI (``tvr-convbench``) 
 from __future__ import annotations
 
 import inspect
-import sys
 import typing
 from typing import Any
 
@@ -115,8 +114,11 @@ def _google_doc(summary: str, params: list[inspect.Parameter], docs: dict[str, s
     return "\n".join(lines)
 
 
-METHOD_CLASSES = {name: method_class(name) for name in list_methods()}
-DATA_CLASSES = {name: data_class(name) for name in DATASETS.names()}
+CANONICAL = "tvr_convbench.bench.fit_cli"
+"""the module the classes live in (a saved config names them ``tvr_convbench.bench.fit_cli.<name>``)"""
+if __name__ == CANONICAL:  # not again as ``__main__`` (python -m): two classes per name would be ambiguous
+    METHOD_CLASSES = {name: method_class(name) for name in list_methods()}
+    DATA_CLASSES = {name: data_class(name) for name in DATASETS.names()}
 
 
 class FitCLI(LightningCLI):
@@ -143,9 +145,11 @@ def main(args: list[str] | None = None) -> None:
         trainer_defaults=trainer_defaults(),
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the protocol's optimizer and schedule (configure_optimizers)
-        args=args if args is not None else sys.argv[1:],
+        args=args,  # None: sys.argv
     )
 
 
 if __name__ == "__main__":
-    main()
+    import importlib
+
+    importlib.import_module(CANONICAL).main()

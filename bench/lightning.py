@@ -20,7 +20,7 @@ The module is the harness's own pieces, in Lightning's hooks (``tvr_convbench.be
 - validation / test: every item encoded once (``bench.evaluate.encode_split``; under DDP each process encodes its
   contiguous shard and ``bench.distributed.reassemble`` puts them back in order, each item once), then
   ``blockwise_similarity`` and ``retrieval_metrics``, logged as ``val/t2v/R@1`` ...;
-- ``configure_optimizers``: the harness's parameter groups and optimizer (``build_run_model``), and
+- ``configure_optimizers``: the harness's parameter groups and optimizer (``bench.trainer.run_optimizer``), and
   ``lr_multiplier`` as a ``LambdaLR`` stepped per optimizer step (step k uses the harness's multiplier of step k, over
   the Trainer's ``max_steps``); the logit-scale clamp after every optimizer step (``optimizer_step``). Gradient
   clipping is the Trainer's ``gradient_clip_val`` (it also sets BertAdam's per-tensor clip, as ``grad_clip`` does in
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 from typing import Any
 
 import lightning as L
@@ -53,11 +52,9 @@ from torch import Tensor
 from tvr_convbench.bench.config import TrainerConfig, validate_data, validate_method_args
 from tvr_convbench.bench.distributed import gather_reps, reassemble
 from tvr_convbench.bench.evaluate import cat_reps, encode_split, evaluate_reps
-from tvr_convbench.bench.trainer import RunModel, build_run_model, needs_patches
-from tvr_convbench.core.metrics import in_batch_recall
+from tvr_convbench.bench.trainer import RunModel, build_pair, needs_patches, run_optimizer, step_metrics
 from tvr_convbench.datasets import DATASETS, dataset_class
 from tvr_convbench.datasets.base import RetrievalDataModule
-from tvr_convbench.methods import build_method
 from tvr_convbench.methods.base import Rep, RetrievalMethod
 from tvr_convbench.methods.parts.optim import OptimizerName, ScheduleName, lr_multiplier
 
@@ -148,6 +145,11 @@ class RetrievalModule(L.LightningModule):
             hp = self.hparams
             if data.dims.as_kwargs() != hp["dims"]:
                 raise ValueError(f"the method is built for dims {hp['dims']}, the data module has {data.dims}")
+            if needs_patches(hp["method"]) and getattr(data, "patches", True) is False:
+                raise ValueError(
+                    f"{hp['method']} needs patch tokens: fit with the data module the model was built with (it asked "
+                    "for them), or call request_patches() on this one before anything sets it up"
+                )
             data.configure_loaders(hp["batch_size"], hp["data_seed"], hp["eval_batch_size"])
 
     def train_dataloader(self) -> Any:  # used by ``trainer.fit(model)`` without a datamodule
@@ -165,8 +167,7 @@ class RetrievalModule(L.LightningModule):
         if self.trainer.world_size > 1:  # every loss sees the global batch; gradients reach each process's items
             text, video = gather_reps(self, text), gather_reps(self, video)
         losses = self.method.training_forward(text, video)
-        logged = {("loss" if k == "loss" else f"loss/{k}"): v.detach() for k, v in losses.items()}
-        logged |= in_batch_recall(losses.similarity)  # t2v/R@1 ...: the loss's own in-batch matrix
+        logged = step_metrics(losses)  # the harness's: loss, loss/<part>, the in-batch recall
         logged["optimizer_step"] = float(self.trainer.global_step + 1)  # the harness's ``step`` of this row
         size = losses.similarity.shape[0]
         self.log("train/loss", logged.pop("loss"), prog_bar=True, on_step=True, on_epoch=False, batch_size=size)
@@ -178,10 +179,9 @@ class RetrievalModule(L.LightningModule):
         """The harness's optimizer over its parameter groups, and its lr schedule as a per-step ``LambdaLR``."""
         clip = float(self.trainer.gradient_clip_val or 0.0)
         protocol = dataclasses.replace(self.protocol, grad_clip=clip)
-        _, optimizer = build_run_model(self.model.backbone, self.method, protocol, _NoFabric())
+        optimizer = run_optimizer(self.model, protocol)
         if optimizer is None:  # nothing trains (e.g. meanP on frozen features without adapter)
             return None
-        _run_closure_first(optimizer)
         total = self.trainer.max_steps if self.trainer.max_steps > 0 else int(self.trainer.estimated_stepping_batches)
         schedule = LrMultiplier(self.protocol.schedule, total, self.protocol.warmup)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -232,20 +232,6 @@ class RetrievalModule(L.LightningModule):
 
 
 # --- the harness's pieces, in the shapes Lightning wants ---------------------------------------------------------
-def build_pair(method: str, method_args: dict[str, Any], data: RetrievalDataModule) -> tuple[Any, RetrievalMethod]:
-    """(backbone, method) for ``data``, as ``Run.build`` pairs them: the method built for the data's dims, then a
-    fresh backbone (in that order: both draw their initialisation from torch's generator), the method's temporal
-    modules initialised from a CLIP text tower when the backbone has one, and TS2-Net's token shift installed in a
-    live CLIP when the method asks for it."""
-    built = build_method(method, **data.dims.as_kwargs(), **method_args)
-    backbone = data.backbone()
-    if backbone.text_model is not None:
-        built.init_from_clip_text(backbone.text_model)
-    if built.token_shift_layers:
-        backbone.enable_token_shift(built.token_shift_layers)  # False for cached features: nothing to shift in
-    return backbone, built
-
-
 @dataclasses.dataclass
 class LrMultiplier:
     """``lr_multiplier`` of optimizer step k, as ``LambdaLR`` calls it (a callable object, so a checkpoint of the
@@ -257,30 +243,6 @@ class LrMultiplier:
 
     def __call__(self, step: int) -> float:
         return lr_multiplier(self.schedule, step, self.total_steps, self.warmup)
-
-
-class _NoFabric:
-    """What ``build_run_model`` needs of a Fabric, without wrapping (the Trainer's strategy wraps the module)."""
-
-    @staticmethod
-    def setup(model: RunModel, optimizer: torch.optim.Optimizer) -> tuple[RunModel, torch.optim.Optimizer]:
-        return model, optimizer
-
-
-def _run_closure_first(optimizer: torch.optim.Optimizer) -> None:
-    """Make ``optimizer.step(closure)`` run the closure (Lightning passes the training step, backward and gradient
-    clipping as one), then step. ``BertAdam.step`` ignores its closure; for one that honours it, the closure has run
-    already and the step gets none."""
-
-    def step(self: torch.optim.Optimizer, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        type(self).step(self)
-        return loss
-
-    optimizer.step = types.MethodType(step, optimizer)  # a bound method: LRScheduler wraps ``step.__func__``
 
 
 def _data_module(data: RetrievalDataModule | dict[str, Any] | None) -> tuple[RetrievalDataModule, dict | None]:

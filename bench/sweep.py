@@ -362,6 +362,12 @@ def _skipped(cfg: RunConfig, status: str | None) -> Outcome:
     return Outcome(cfg.run, "skipped", f"{cfg.run}: {status}, skipped", status)
 
 
+def auto_jobs(num_threads: int, cores: int | None = None) -> int:
+    """Processes that fill the cores at ``num_threads`` torch threads each (1 when the threads are torch's default)."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // num_threads) if num_threads > 0 else 1
+
+
 def _run_parallel(todo: list[RunConfig], sweep_dir: Path, jobs: int, bar: SweepProgress) -> list[Outcome]:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")

@@ -71,7 +71,7 @@ from tvr_convbench.datasets import dataset_class
 from tvr_convbench.datasets.base import Backbone, RetrievalDataModule
 from tvr_convbench.datasets.order import BatchStream
 from tvr_convbench.methods import METHODS, build_method
-from tvr_convbench.methods.base import RetrievalMethod
+from tvr_convbench.methods.base import Losses, RetrievalMethod
 from tvr_convbench.methods.parts.optim import build_optimizer, lr_multiplier
 
 
@@ -110,15 +110,40 @@ class Diverged(RuntimeError):
         self.step = step
 
 
-def build_run_model(backbone: Backbone, method: RetrievalMethod, tc: TrainerConfig, fabric: L.Fabric):  # noqa: ANN201
-    """The model (``RunModel``, set up by Fabric) and its optimizer over the method's and the backbone's parameter
-    groups; no optimizer when nothing trains (e.g. meanP on a frozen store without adapter)."""
-    model = RunModel(backbone, method)
-    groups = method.param_groups(tc.weight_decay) + backbone.param_groups(tc.weight_decay)
+def build_pair(method_name: str, method_args: dict, data: RetrievalDataModule) -> tuple[Backbone, RetrievalMethod]:
+    """The backbone of ``data`` and the method built on its shapes, as every run pairs them: temporal modules
+    initialised from CLIP's text tower when there is one, the token shift installed when the method asks (a live
+    vision tower only)."""
+    method = build_method(method_name, **data.dims.as_kwargs(), **method_args)
+    backbone = data.backbone()
+    if backbone.text_model is not None:
+        method.init_from_clip_text(backbone.text_model)
+    if method.token_shift_layers:  # TS2-Net/UCoFiA's token shift lives in the vision tower (live CLIP only)
+        backbone.enable_token_shift(method.token_shift_layers)
+    return backbone, method
+
+
+def run_optimizer(model: RunModel, tc: TrainerConfig) -> torch.optim.Optimizer | None:
+    """The optimizer over the method's and the backbone's parameter groups (``None`` when nothing trains, e.g.
+    meanP on a frozen store without adapter)."""
+    groups = model.method.param_groups(tc.weight_decay) + model.backbone.param_groups(tc.weight_decay)
     if not any(g["params"] for g in groups):
-        return model, None
-    optimizer = build_optimizer(groups, tc.optimizer, tc.lr, tc.backbone_lr, tc.grad_clip)
-    return fabric.setup(model, optimizer)
+        return None
+    return build_optimizer(groups, tc.optimizer, tc.lr, tc.backbone_lr, tc.grad_clip)
+
+
+def build_run_model(backbone: Backbone, method: RetrievalMethod, tc: TrainerConfig, fabric: L.Fabric):  # noqa: ANN201
+    """The model (``RunModel``, set up by Fabric) and its optimizer (``run_optimizer``)."""
+    model = RunModel(backbone, method)
+    optimizer = run_optimizer(model, tc)
+    return (model, None) if optimizer is None else fabric.setup(model, optimizer)
+
+
+def step_metrics(losses: Losses) -> dict[str, float]:
+    """What a training step logs: the loss, each part as ``loss/<part>``, and the in-batch recall of the loss's
+    own similarity (``t2v/R@1`` ...)."""
+    logged = {("loss" if k == "loss" else f"loss/{k}"): v.detach().item() for k, v in losses.items()}
+    return logged | in_batch_recall(losses.similarity)
 
 
 class StepFunction:
@@ -150,8 +175,7 @@ class StepFunction:
             losses = self.method.training_forward(text, video)
         if self.optimizer is not None and losses["loss"].requires_grad:
             self._update(losses["loss"])
-        logged = {("loss" if k == "loss" else f"loss/{k}"): v.detach().item() for k, v in losses.items()}
-        return logged | in_batch_recall(losses.similarity)  # t2v/R@1 ...: the loss's own in-batch matrix
+        return step_metrics(losses)
 
     def _set_lr(self, step: int) -> None:
         multiplier = lr_multiplier(self.tc.schedule, step, self.tc.max_steps, self.tc.warmup)
@@ -196,12 +220,7 @@ class Run:
     def build(self) -> None:
         L.seed_everything(self.cfg.seed, verbose=False)
         self.data = build_data(self.cfg.data, needs_patches(self.cfg.method))
-        method = build_method(self.cfg.method, **self.data.dims.as_kwargs(), **self.cfg.method_args)
-        backbone = self.data.backbone()
-        if backbone.text_model is not None:
-            method.init_from_clip_text(backbone.text_model)
-        if method.token_shift_layers:  # TS2-Net/UCoFiA's token shift lives in the vision tower (live CLIP only)
-            backbone.enable_token_shift(method.token_shift_layers)
+        backbone, method = build_pair(self.cfg.method, self.cfg.method_args, self.data)
         self.model, self.optimizer = build_run_model(backbone, method, self.tc, self.fabric)
         self.method = method
         self.step_fn = StepFunction(self.model, self.optimizer, self.fabric, self.tc)

@@ -159,7 +159,11 @@ class RetrievalDataModule(L.LightningDataModule, abc.ABC):
         return 0
 
     def loader(self, name: str, batch_sampler) -> DataLoader:  # noqa: ANN001 - any iterable of index lists
-        """A ``DataLoader`` that yields whole batches for the index lists of ``batch_sampler``."""
+        """A ``DataLoader`` that yields whole batches for the index lists of ``batch_sampler``.
+
+        It draws its workers' base seed from a generator of its own, not from torch's global one: otherwise every
+        loader started (each evaluation's, every Lightning epoch's) would shift the dropout masks of all later
+        training steps, and the training curve would depend on the evaluation schedule."""
         workers = self.num_workers
         return DataLoader(
             self.split(name),
@@ -168,7 +172,104 @@ class RetrievalDataModule(L.LightningDataModule, abc.ABC):
             num_workers=workers,
             persistent_workers=False,
             prefetch_factor=2 if workers else None,
+            generator=torch.Generator(),
         )
+
+    # --- the dataloader hooks of a stock lightning.Trainer (tvr_convbench.bench.lightning) --------------------------
+    init_kwargs: dict[str, Any]
+    """the constructor's keywords: this module's ``data:`` section less ``name`` (a ``RetrievalModule`` records them
+    in its hyperparameters, so that its checkpoint rebuilds the backbone)"""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> RetrievalDataModule:
+        module = super().__new__(cls)
+        module.init_kwargs = dict(kwargs)
+        return module
+
+    loader_settings: tuple[int, int, int] | None = None
+    """(batch_size, seed, eval_batch_size) for the dataloader hooks (``configure_loaders``)"""
+
+    def configure_loaders(self, batch_size: int, seed: int, eval_batch_size: int = 256) -> None:
+        """Set what the dataloader hooks serve: training batches of ``batch_size`` items (the global batch, over all
+        processes) in the harness's order for ``seed``, and evaluation batches of ``eval_batch_size``. These are
+        settings of the training protocol, not of the data, so they are no ``data:`` keys: ``RetrievalModule.setup``
+        passes its own (call this yourself to use the hooks with another ``LightningModule``)."""
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{type(self).__name__}.configure_loaders: {key} must be positive, got {value!r}")
+        self.loader_settings = (batch_size, int(seed), eval_batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        """One epoch of the harness's training order (``tvr_convbench.datasets.order.BatchOrder``): batch ``i`` of
+        epoch ``e`` is global batch ``e * batches_per_epoch + i``, this process's contiguous share of it (the
+        Trainer's rank and world size), so step k trains on the harness's batch k."""
+        from tvr_convbench.datasets.order import BatchOrder  # order imports this module
+
+        batch_size, seed, _ = self._loader_settings()
+        rank, world = self._process()
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the {world} processes")
+        order = BatchOrder(len(self.split("train")), batch_size, seed, rank, world)
+        return self.loader("train", RetrievalDataModule.Batches(order=order, rank=rank, world=world))
+
+    def val_dataloader(self) -> DataLoader:
+        """This process's contiguous shard of val (``eval_shard``), in order, in batches of ``eval_batch_size``."""
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """This process's contiguous shard of test, as ``val_dataloader``."""
+        return self._eval_loader("test")
+
+    @staticmethod
+    def eval_shard(num_items: int, rank: int, world: int) -> list[int]:
+        """The items of process ``rank`` in an evaluation: contiguous shards of ceil(n / world) items (the last ones
+        may be shorter), as the harness shards (``tvr_convbench.bench.distributed.shard``)."""
+        size = -(-num_items // world)
+        return list(range(rank * size, min(num_items, (rank + 1) * size)))
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        _, _, batch = self._loader_settings()
+        rank, world = self._process()
+        mine = self.eval_shard(len(self.split(name)), rank, world)
+        batches = [mine[i : i + batch] for i in range(0, len(mine), batch)]
+        return self.loader(name, RetrievalDataModule.Batches(lists=batches, rank=rank, world=world))
+
+    def _loader_settings(self) -> tuple[int, int, int]:
+        if self.loader_settings is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: call configure_loaders(batch_size, seed, eval_batch_size) before asking for a "
+                "dataloader (tvr_convbench.bench.lightning.RetrievalModule does it in its setup)"
+            )
+        return self.loader_settings
+
+    def _process(self) -> tuple[int, int]:
+        """(rank, world size) of the attached Trainer; (0, 1) without one."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    class Batches(torch.utils.data.DistributedSampler):
+        """The index lists a hook's ``DataLoader`` fetches (``loader``): a fixed list (evaluation), or one epoch of a
+        ``BatchOrder`` (training; the Trainer calls ``set_epoch`` before every epoch). Every list is this process's
+        share already; it is a ``DistributedSampler`` only so that Lightning keeps it under DDP instead of putting its
+        own in its place (which would hand out single items and repeat some to even out the shards)."""
+
+        def __init__(self, *, lists: list[list[int]] | None = None, order=None, rank: int = 0, world: int = 1) -> None:  # noqa: ANN001 - a BatchOrder
+            # DistributedSampler.__init__ is not called: it wants a dataset and a process group. Its attributes:
+            self.lists, self.order = lists, order
+            self.rank, self.num_replicas, self.epoch = rank, world, 0
+            self.shuffle, self.drop_last = order is not None, order is not None
+            self.seed = order.seed if order is not None else 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):  # noqa: ANN204
+            if self.order is None:
+                return iter(self.lists)
+            first = self.epoch * self.order.per_epoch
+            return (self.order.indices(step) for step in range(first, first + self.order.per_epoch))
+
+        def __len__(self) -> int:
+            return len(self.lists) if self.order is None else self.order.per_epoch
 
 
 DATASETS: Registry[type[RetrievalDataModule]] = Registry("dataset")

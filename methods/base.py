@@ -35,11 +35,12 @@ may override it to share work between the two, and may call ``loss`` from it). B
 gathers the reps of all processes (with gradients), so every loss sees the global batch.
 
 Why a ``LightningModule`` (and not a plain ``nn.Module``): methods get Lightning's device/dtype handling and
-``all_gather``, and a stock ``lightning.Trainer`` can drive them through a wrapper the harness will provide. A
-method is not fitted on its own (it has no ``training_step``): what the harness trains is the pairing of a
-backbone with a method. The harness loop is ``tvr_convbench.bench.trainer`` (on ``lightning.Fabric``), because
-the protocol needs things the stock ``Trainer`` loop does not give cheaply: validation at step 0, a training clock
-paused during evaluation, and bit-exact mid-epoch resume.
+``all_gather``, and a stock ``lightning.Trainer`` fits one paired with its backbone through
+``tvr_convbench.bench.lightning.RetrievalModule`` (the same numbers as the harness loop, tests/test_lightning.py).
+A method is not fitted on its own (it has no ``training_step``): what trains is the pairing of a backbone with a
+method. The harness loop is ``tvr_convbench.bench.trainer`` (on ``lightning.Fabric``), because the protocol needs
+things the stock ``Trainer`` loop does not give cheaply: validation at step 0, a training clock paused during
+evaluation, and bit-exact mid-epoch resume.
 """
 
 from __future__ import annotations

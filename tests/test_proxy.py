@@ -137,7 +137,7 @@ def test_knobs_are_the_settings_fields():
     """The ``data:`` schema is ProxySettings' fields (same types and defaults), then the module-only keywords."""
     params = ProxyDataModule.config_parameters()
     knobs = [f.name for f in fields(ProxySettings)]
-    assert list(params) == [*knobs, "regime", "adapter", "cache_dir"] and len(knobs) == 29  # 27 + 2 patch knobs
+    assert list(params) == [*knobs, "regime", "adapter", "cache_dir", "world"] and len(knobs) == 29  # 27 + 2 patch
     assert all(params[k].default == getattr(ProxySettings(), k) for k in knobs)
     assert ProxyDataModule(**TINY).settings == ProxySettings(**TINY)
     with pytest.raises(UnknownNameError, match="did you mean 'val_videos'"):

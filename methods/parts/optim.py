@@ -53,11 +53,17 @@ class BertAdam(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001 - torch signature
+    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch signature
+        """One update; ``closure`` (which re-evaluates the loss, e.g. Lightning's training step) runs first."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if params:
                 self._update_group(group, params)
+        return loss
 
     def _update_group(self, group: dict, params: list[Tensor]) -> None:
         grads = [p.grad for p in params]
