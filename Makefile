@@ -7,6 +7,7 @@ CLI := $(VENV)/bin/tvr-convbench
 SRC := core methods datasets bench tvr_convbench tests examples
 STAMP := $(VENV)/.installed
 SWEEP ?= default
+JOBS ?= auto
 ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -14,7 +15,7 @@ ARGS ?=
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
-	@echo "  Variables: SWEEP=<name or path> (default: $(SWEEP)), ARGS='<extra CLI flags>'"
+	@echo "  Variables: SWEEP=<name or path> (default: $(SWEEP)), JOBS=<n or auto> (default: $(JOBS)), ARGS='<extra CLI flags>'"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## Create/refresh .venv from pyproject.toml (no-op when current)
 
 sweep: setup ## Run a convergence sweep (SWEEP=default) and write reports/<sweep>/report.md
-	$(CLI) sweep $(SWEEP) $(ARGS)
+	$(CLI) sweep $(SWEEP) --jobs $(JOBS) $(ARGS)
 
 report: setup ## Rebuild reports/<sweep>/ from the run log alone (SWEEP=default)
 	$(CLI) report $(SWEEP) $(ARGS)

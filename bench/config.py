@@ -33,7 +33,7 @@ from typing import Any, Literal
 import yaml
 
 from tvr_convbench.bench.export import SlurmConfig
-from tvr_convbench.bench.tuning import TuningConfig
+from tvr_convbench.bench.tuning import TuningConfig, check_official
 from tvr_convbench.bench.typed import YamlLoader, check_signature, coerce, from_mapping, load_yaml
 from tvr_convbench.core.errors import ConfigError, RegistryError
 from tvr_convbench.core.registry import suggest
@@ -566,16 +566,18 @@ def _sections(raw: dict, where: str, default_name: str | None) -> dict[str, Any]
     name = coerce(raw.get("name", default_name), str, f"{where}: name")
     if not NAME_PATTERN.match(name):
         raise ConfigError(f"{where}: name {name!r} must be a plain name ({NAME_PATTERN.pattern}), no path separators")
+    trainer, tuning = from_mapping(TrainerConfig, raw.get("trainer", {}), f"{where}: trainer"), _tuning(raw, where)
+    check_official(tuning, {key: getattr(trainer, key) for key in tuning.space}, where)
     return {
         "name": name,
         "seeds": _seeds(raw, where),
         "data": _data(raw.get("data", {}), where),
-        "trainer": from_mapping(TrainerConfig, raw.get("trainer", {}), f"{where}: trainer"),
+        "trainer": trainer,
         "wandb": from_mapping(WandbConfig, raw.get("wandb", {}), f"{where}: wandb"),
         "report": from_mapping(ReportConfig, raw.get("report", {}), f"{where}: report"),
         "targets": _targets(raw, where),
         "slurm": from_mapping(SlurmConfig, raw.get("slurm", {}), f"{where}: slurm"),
-        "tuning": _tuning(raw, where),
+        "tuning": tuning,
     }
 
 

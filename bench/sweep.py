@@ -25,10 +25,13 @@ as they were):
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import shutil
-from collections.abc import Collection
+import signal
+import threading
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -372,8 +375,38 @@ def _run_parallel(todo: list[RunConfig], sweep_dir: Path, jobs: int, bar: SweepP
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
     outcomes = []
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(run_one, cfg, sweep_dir, False, threads) for cfg in todo]
-        for future in cf.as_completed(futures):
-            outcomes.append(bar.finished(future.result()))
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    try:
+        with _interrupt_on_sigterm():
+            futures = [pool.submit(run_one, cfg, sweep_dir, False, threads) for cfg in todo]
+            for future in cf.as_completed(futures):
+                outcomes.append(bar.finished(future.result()))
+    except BaseException:
+        _stop_workers(pool)  # an interrupted sweep leaves no orphan training into its run folders
+        raise
+    pool.shutdown()
     return outcomes
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, a scheduler's time limit) like Ctrl-C for the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the workers: their runs stay ``running`` and resume from their
+    last checkpoint on the next sweep (the OS releases their folder locks)."""
+    processes = list((pool._processes or {}).values())  # noqa: SLF001 - the executor has no public handle
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)

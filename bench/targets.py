@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,11 +186,22 @@ def compute_targets(sweep: SweepConfig, sweep_dir: Path, floor: float | None) ->
     )
 
 
+class TargetsWarning(UserWarning):
+    """Targets that cannot measure convergence (e.g. the reference runs gained nothing over the floor)."""
+
+
 def target_values(t: TargetsConfig, reference: float, floor: float | None) -> list[float]:
     """The target values of the fractions: ``gain`` from the floor to the reference, or ``fraction`` of it."""
     if t.rule == "gain":
         if floor is None:
             raise TargetsError("the gain rule needs the zero-shot floor, which could not be measured")
+        if reference == floor:
+            warnings.warn(
+                f"the reference runs' best ({reference:g}) is the zero-shot floor: no run gained anything, so every "
+                f"target equals the floor and is met at step 0 (it measures the initialisation, not convergence)",
+                TargetsWarning,
+                stacklevel=2,
+            )
         return [float(floor + f * (reference - floor)) for f in t.fractions]
     return [float(f * reference) for f in t.fractions]
 

@@ -155,3 +155,29 @@ def test_many_seeds_are_checked_in_linear_time():
     assert result.returncode == 0, result.stderr[-2000:]
     best, collision = map(float, result.stdout.split())
     assert best < 1.0 and collision < 2.0, (best, collision)
+
+
+HUGE_PROXY = """\
+import sys
+from tvr_convbench.bench.cli import main
+sys.exit(main(["sweep", sys.argv[1], "--runs-dir", sys.argv[2], "--no-progress"]))
+"""
+
+
+def test_a_proxy_too_large_for_memory_is_refused_before_it_is_allocated(tmp_path: Path) -> None:
+    """``train_videos: 100000000`` was OOM-killed in preflight after 92 s: the proxy's memory is estimated from
+    its sizes first (one line naming the keys, exit 2, nothing written). In a subprocess with a timeout, so a
+    regression fails instead of taking the machine's memory."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.yaml"
+    path.write_text(
+        "methods: [meanp]\nseeds: [0]\ndata: {name: proxy, train_videos: 100000000}\nwandb: {mode: disabled}\n"
+    )
+    command = [sys.executable, "-c", HUGE_PROXY, str(path), str(tmp_path / "runs")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and err.startswith(f"error: {path}: data: the proxy needs about"), err[-2000:]
+    assert "\n" not in err and "data.train_videos 100,000,000" in err and "GiB available" in err, err
+    assert not (tmp_path / "runs").exists()

@@ -27,6 +27,7 @@ from tvr_convbench.datasets.proxy import (
     generate,
     generate_annotations,
 )
+from tvr_convbench.datasets.proxy.module import check_memory, generate_patches, generation_bytes
 
 TINY = {"train_videos": 48, "val_videos": 24, "test_videos": 16, "width": 16, "max_words": 20, "vocab_size": 200}
 TINY_DIGEST = "2b054ea07712543531c54d16489aa5982ee04f2d0d493fbb7a79e9a58e6b80be"
@@ -214,3 +215,34 @@ def test_calibration_leaves_the_random_stream_alone(tmp_path):
     before = torch.get_rng_state()
     describe_data(module)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"train_videos": 1000, "val_videos": 100, "test_videos": 100},
+        {"train_videos": 300, "val_videos": 50, "test_videos": 50, "max_frames": 32, "frames_per_segment": 5},
+    ],
+)
+@pytest.mark.parametrize("patches", [False, True])
+def test_the_memory_estimate_bounds_the_generators_peak(knobs: dict, patches: bool) -> None:
+    """``generation_bytes`` is an upper estimate (by at most 2x here) of the peak traced memory of generation."""
+    import tracemalloc
+
+    s = ProxySettings(**knobs, patches=16)
+    tracemalloc.start()
+    try:
+        (generate_patches if patches else generate)(s)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= generation_bytes(s, patches) <= 2 * peak
+
+
+def test_a_proxy_larger_than_the_memory_is_refused_before_allocating() -> None:
+    s = ProxySettings(train_videos=100_000_000)
+    need = generation_bytes(s, patches=False)
+    assert need > 10 * 2**40  # ~12 TiB: 8 D (6 L + S + F) bytes per video
+    check_memory(s, patches=False, available=need)  # fits exactly
+    with pytest.raises(ValueError, match=r"needs about 1\d+\.\d GiB .*data.train_videos 100,000,000.*1.0 GiB avail"):
+        check_memory(s, patches=False, available=2**30)

@@ -245,6 +245,50 @@ def test_parallel_jobs_lock_their_own_run_folders(tmp_path: Path, cache: Path, c
     assert (runs / "s" / ".lock").read_text() == f"{os.getpid()}\n"
 
 
+@pytest.mark.slow
+def test_a_terminated_parallel_sweep_leaves_no_worker_training(tmp_path: Path, cache: Path) -> None:
+    """SIGTERM (``kill``, a scheduler's time limit) to a ``--jobs 2`` sweep stops its worker processes too: no
+    orphan goes on writing into a run folder (its runs stay ``running``, to resume on the next sweep)."""
+    path = tiny_sweep(tmp_path, cache, methods=["xpool", "meanp"], trainer={"max_steps": 100000, "val_every": 50000})
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    argv = ["sweep", str(path), "--runs-dir", str(runs), "--no-report", "--no-progress", "--jobs", "2"]
+    sweep = subprocess.Popen([sys.executable, "-m", "tvr_convbench", *argv], cwd=REPO, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    folders = [runs / "s" / f"{m}-s0" for m in ("xpool", "meanp")]
+    try:
+        workers = _wait_for_workers(sweep, folders)
+    finally:
+        sweep.terminate()
+        sweep.communicate(timeout=60)
+    assert sweep.returncode != 0
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived its sweep"
+    assert all((folder / "status").read_text() == "running\n" for folder in folders)
+
+
+def _wait_for_workers(sweep: subprocess.Popen, folders: list[Path]) -> set[int]:
+    """The PIDs of the processes training ``folders`` (from their run locks) once each has logged a row."""
+    deadline = time.monotonic() + 240
+    while not all((folder / "metrics.csv").exists() for folder in folders):
+        assert sweep.poll() is None, sweep.communicate()
+        assert time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.1)
+    workers = {int((folder / ".lock").read_text()) for folder in folders}
+    assert sweep.pid not in workers
+    return workers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 # --- 4. divergence ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def nan_at_step_3():

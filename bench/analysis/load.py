@@ -125,9 +125,11 @@ def run_config(run_dir: Path, planned: RunConfig, notes: list[str]) -> RunConfig
 
 
 def protocol_override_note(cfg: RunConfig, sweep: SweepConfig) -> str | None:
-    """A warning when a run's trainer settings differ from the sweep's (the one-protocol rule is broken)."""
+    """A warning when a run's trainer settings differ from the sweep's (the one-protocol rule is broken); the
+    settings the tuning ruleset searches (its space and tied settings) differ by design and are not flagged."""
     own, shared = dataclasses.asdict(cfg.trainer), dataclasses.asdict(sweep.trainer)
-    changed = {k: v for k, v in own.items() if shared.get(k) != v}
+    tuned = {*sweep.tuning.space, *sweep.tuning.tied}
+    changed = {k: v for k, v in own.items() if shared.get(k) != v and k not in tuned}
     if not changed:
         return None
     settings = ", ".join(f"{k}={v!r} (sweep: {shared.get(k)!r})" for k, v in changed.items())

@@ -12,6 +12,7 @@ metrics, so the harness adds them (``tvr_convbench.bench.calibration.describe_da
 from __future__ import annotations
 
 import inspect
+import os
 import typing
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -31,9 +32,15 @@ from tvr_convbench.datasets.base import (
     RetrievalSplit,
     register_dataset,
 )
-from tvr_convbench.datasets.proxy.annotations import Annotation, annotations_from_didemo, generate_annotations
+from tvr_convbench.datasets.proxy.annotations import (
+    SEGMENTS_PER_VIDEO,
+    Annotation,
+    annotations_from_didemo,
+    generate_annotations,
+)
 from tvr_convbench.datasets.proxy.settings import ProxySettings
 from tvr_convbench.datasets.proxy.world import (
+    PATCH_CHUNK,
     FrameParts,
     World,
     compose_frames,
@@ -72,6 +79,7 @@ def _generate(s: ProxySettings, patches: bool) -> tuple[dict[str, dict[str, Tens
         order = REAL_FILE_ORDER
         if sum(sizes.values()) > len(anns):
             raise ValueError(f"{s.annotations}: {len(anns)} videos, fewer than the {sum(sizes.values())} requested")
+    check_memory(s, patches)
     rng = np.random.default_rng(s.seed)
     patch_rng = np.random.default_rng([s.seed, PATCH_STREAM])
     world = World.sample(rng, s)
@@ -85,6 +93,58 @@ def _generate(s: ProxySettings, patches: bool) -> tuple[dict[str, dict[str, Tens
             patch_out[split] = torch.from_numpy(render_patches(patch_rng, world, split_anns, parts, s))
         start += sizes[split]
     return out, patch_out
+
+
+def generation_bytes(s: ProxySettings, patches: bool) -> int:
+    """An upper estimate of the peak memory (bytes) of ``generate`` (``generate_patches``), before anything is
+    allocated: the larger of its two phases, each a model fitted to measured peaks (tracemalloc, 1,200 to 16,500
+    videos; D 64 and 256; 8 slots at 1 frame per segment and 32 at 5; 8 to 49 patches): 2-18% above them from
+    1,000 videos on, more for smaller splits.
+
+    - features: about six float64 ``[n, L, D]`` text arrays and the frame arrays, ``8 D (6 L + S fps + F)`` per
+      video;
+    - patches: every split's float16 patch tokens ``2 F P D``, the float32 features and the frame noise per video,
+      plus about five float64 temporaries of one ``PATCH_CHUNK`` of videos.
+    """
+    videos = s.train_videos + s.val_videos + s.test_videos
+    steps, D = SEGMENTS_PER_VIDEO * s.frames_per_segment, s.width
+    features = videos * 8 * D * (6 * s.max_words + steps + s.max_frames)
+    if not patches:
+        return features
+    per_video = 2 * s.max_frames * s.patches * D + 4 * D * (s.max_words + s.max_frames) + 8 * D * steps
+    chunk = 5 * 8 * min(videos, PATCH_CHUNK) * min(s.max_frames, steps) * s.patches * D
+    return max(features, videos * per_video + chunk)
+
+
+def check_memory(s: ProxySettings, patches: bool, available: int | None = None) -> None:
+    """Raise ``ValueError`` naming the split sizes when ``generation_bytes`` exceeds the memory available (the
+    machine's ``MemAvailable`` unless given)."""
+    need = generation_bytes(s, patches)
+    have = available if available is not None else available_memory()
+    if have is None or need <= have:
+        return
+    sizes = ", ".join(f"data.{k} {getattr(s, k):,}" for k in ("train_videos", "val_videos", "test_videos"))
+    raise ValueError(
+        f"the proxy needs about {need / 2**30:.1f} GiB to generate ({sizes}; width {s.width}, {s.max_words} token "
+        f"slots, {s.max_frames} frame slots{f', {s.patches} patches' if patches else ''}), more than the "
+        f"{have / 2**30:.1f} GiB available: lower the split sizes"
+    )
+
+
+def available_memory() -> int | None:
+    """Bytes a new allocation can get (``MemAvailable`` on Linux, else the free physical pages; ``None`` when
+    unknown)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _real_annotations(s: ProxySettings) -> tuple[list[Annotation], ProxySettings]:
