@@ -17,10 +17,10 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 	@echo "  Variables: SWEEP=<name or path> (default: $(SWEEP)), JOBS=<n or auto> (default: $(JOBS)), ARGS='<extra CLI flags>'"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,wandb]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create/refresh .venv from pyproject.toml (no-op when current)

@@ -3,7 +3,8 @@ inside wandb) prints one warning and turns the mirror off; the run and its local
 
 - one wandb run per harness run, always: ``group`` = ``<sweep>/<label>`` (dashboards band seeds per method within
   one protocol, so syncing two sweeps into one project never averages them together; a reference run, which fixes
-  the targets and is never scored, bands in ``<sweep>/<label>/reference``), ``job_type`` = sweep, tags =
+  the targets and is never scored, bands in ``<sweep>/<label>/reference``, a tuning trial's seeds in
+  ``<sweep>/<label>/t<k>``), ``job_type`` = the phase (``scored``, ``tuning``, ``reference``), tags =
   ``dataset:``, ``regime:``, ``seed:``, ``method:`` (the registered method, for filtering across sweeps) and
   ``sweep:``; the resolved run config as the wandb config;
 - every row carries the explicit axes ``step`` (optimizer steps) and ``train_seconds`` (evaluation excluded);
@@ -154,9 +155,13 @@ def _key(wandb_root: Path) -> str:
 
 # --- names -------------------------------------------------------------------------------------------------------
 def run_group(cfg: Any) -> str:
-    """``<sweep>/<label>``: one band per method entry and protocol (reference runs band apart)."""
-    group = f"{cfg.sweep}/{cfg.label}"
-    return group + "/reference" if getattr(cfg, "phase", "scored") == "reference" else group
+    """``<sweep>/<label>``: one band per method entry and protocol; a reference run bands in
+    ``<sweep>/<label>/reference``, a tuning run with the other seeds of its trial in ``<sweep>/<label>/t<k>``
+    (never with the scored seeds, which ran another setting)."""
+    group, phase = f"{cfg.sweep}/{cfg.label}", getattr(cfg, "phase", "scored")
+    if phase == "tuning":
+        return f"{group}/t{cfg.trial}"
+    return group + "/reference" if phase == "reference" else group
 
 
 def run_tags(cfg: Any, extra: Iterable[str] = ()) -> list[str]:
@@ -286,7 +291,7 @@ def record_fields(cfg: Any, tags: Iterable[str] = ()) -> dict[str, Any]:
         "entity": cfg.wandb.entity,
         "name": cfg.run,
         "group": run_group(cfg),
-        "job_type": cfg.sweep,
+        "job_type": cfg.phase,
         "tags": run_tags(cfg, tags),
         "config": cfg.to_dict(),
     }

@@ -2,7 +2,8 @@
 
 The definition (``workspace_definition``) is plain JSON built here: the runs of one sweep (filter: tag
 ``sweep:<sweep>``, which its runs and its results run carry; not ``config.sweep``: wandb-workspaces turns a config
-key ``sweep`` into the run attribute ``Sweep``), grouped by ``Group`` (``<sweep>/<label>``: one band per method
+key ``sweep`` into the run attribute ``Sweep``) and job type ``scored`` or ``results`` (the tuning and reference
+runs stay out of the bands), grouped by ``Group`` (``<sweep>/<label>``: one band per method
 entry), x axis ``step``, and five sections:
 
 1. *Validation retrieval*: val R@1 (the report metric and the other direction) vs ``step`` and vs
@@ -37,6 +38,9 @@ WORKSPACE_FILE = "wandb-workspace.json"
 TRAIN_RECALL = ("train/t2v/R@1", "train/t2v/R@5", "train/v2t/R@1", "train/v2t/R@5")
 """the trainer's in-batch recall at every step"""
 X_AXES = (("step", "step"), ("train_seconds", "train seconds"))
+SHOWN_JOB_TYPES = ("scored", "results")
+"""the runs the workspace shows: the scored seeds and the results record (tuning and reference runs, which fix the
+targets and the selected settings, are left to the run table)"""
 BAND = {"group_by": "Group", "aggregate": "mean", "band": "minmax"}
 """every curve: mean over the seeds of a group, shaded from the lowest to the highest seed"""
 
@@ -89,7 +93,11 @@ def workspace_definition(sweep_dir: Path, report_dir: Path | None = None, entity
         "entity": entity or sweep.wandb.entity,
         "project": sweep.wandb.project,
         "name": f"tvr-convbench {sweep.name}",
-        "runset": {"filter": {"tag": f"sweep:{sweep.name}"}, "group_by": "Group", "x_axis": "step"},
+        "runset": {
+            "filter": {"tag": f"sweep:{sweep.name}", "job_types": list(SHOWN_JOB_TYPES)},
+            "group_by": "Group",
+            "x_axis": "step",
+        },  # fmt: skip
         "targets": targets,
         "sections": sections,
     }
@@ -152,7 +160,10 @@ def to_workspace(definition: dict) -> Any:
         ],
         settings=ws.WorkspaceSettings(x_axis=runset["x_axis"], max_runs=100),
         runset_settings=ws.RunsetSettings(
-            filters=[expr.Tags().isin([runset["filter"]["tag"]])],
+            filters=[
+                expr.Tags().isin([runset["filter"]["tag"]]),
+                expr.Metric("JobType").isin(runset["filter"]["job_types"]),
+            ],
             groupby=[expr.Metric(runset["group_by"])],
         ),
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tvr_convbench.bench.cli import main
-from tvr_convbench.bench.config import load_sweep, shipped_sweeps
+from tvr_convbench.bench.config import load_sweep, load_sweeps, shipped_sweeps
 
 GOOD = """
 methods: [meanp]
@@ -89,8 +89,8 @@ def test_float_literal_without_dot_is_a_float(tmp_path):
 
 @pytest.mark.parametrize("name", shipped_sweeps())
 def test_every_shipped_sweep_validates(name):
-    sweep = load_sweep(name)
-    assert sweep.runs(), name
+    sweeps = load_sweeps(name)  # a study: one sweep per world
+    assert sweeps and all(sweep.runs() or sweep.tuning_runs() for sweep in sweeps), name
 
 
 def test_set_overrides(tmp_path):

@@ -37,9 +37,10 @@ def world(tmp_path_factory):
 def run(world, name: str, *overrides: str) -> Path:
     """Run a shipped sweep with tiny sizes and the fixture's paths set on the command line."""
     runs = world["root"] / "runs"
+    # post hoc targets: several method sets share one runs folder
     tiny = ["seeds=[0]", "trainer.num_threads=1", "trainer.batch_size=2", "trainer.eval_batch_size=4",
             "data.max_frames=32", "data.max_words=16", "wandb.mode=disabled",
-            "targets={source: posthoc}"]  # fmt: skip - several method sets share one runs folder
+            "targets={source: posthoc}"]  # fmt: skip
     argv = ["sweep", name, "--runs-dir", str(runs), "--reports-dir", str(world["root"] / "reports"), "--no-progress"]
     for item in [*tiny, *overrides]:
         argv += ["--set", item]

@@ -78,17 +78,25 @@ def test_same_seed_same_curve(tmp_path):
     assert curves[0] != curves[2]
 
 
+SHRUNK = {"study": ["methods=[meanp, xpool]", "tuning.seeds=[100]"]}
+"""a study also runs fewer methods and one tuning seed (its 4 worlds x 10 trials each are kept)"""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["default", "glscl-ablation"])
+@pytest.mark.parametrize("name", ["default", "glscl-ablation", "study"])
 def test_shipped_proxy_sweeps_run(tmp_path, name):
     """Every shipped proxy sweep runs as shipped, shrunk only in size (the DiDeMo ones: tests/test_didemo_cli.py)."""
     tiny = [
         "seeds=[0]", "trainer.max_steps=2", "trainer.val_every=1", "trainer.batch_size=8", "trainer.num_threads=1",
         "data.train_videos=32", "data.val_videos=12", "data.test_videos=4", "data.width=16", "data.max_words=12",
-        "data.vocab_size=200", f"data.cache_dir={tmp_path / 'cache'}", "wandb.mode=disabled",
+        "data.vocab_size=200", f"data.cache_dir={tmp_path / 'cache'}", "wandb.mode=disabled", *SHRUNK.get(name, []),
     ]  # fmt: skip
     argv = ["sweep", name, "--runs-dir", str(tmp_path / "runs"), "--reports-dir", str(tmp_path / "reports")]
     assert main([*argv, "--no-progress", *[a for item in tiny for a in ("--set", item)]]) == 0
-    statuses = {p.parent.name: p.read_text().strip() for p in (tmp_path / "runs" / name).glob("*/status")}
-    assert statuses and set(statuses.values()) == {"done"}
+    sweeps = [p for p in (tmp_path / "runs").iterdir() if p.name == name or p.name.startswith(f"{name}-")]
+    assert len(sweeps) == (4 if name == "study" else 1)  # a study: one sweep per world
+    for sweep_dir in sweeps:
+        statuses = {p.parent.name: p.read_text().strip() for p in sweep_dir.glob("*/status")}
+        assert statuses and set(statuses.values()) == {"done"}, sweep_dir
+        assert (tmp_path / "reports" / sweep_dir.name / "report.md").is_file()
     assert (tmp_path / "reports" / name / "report.md").is_file()

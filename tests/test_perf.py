@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -93,6 +94,12 @@ def test_quick_bench_writes_every_field(quick_bench):
         assert {r["method"] for r in rows} == methods
         assert all(r.keys() >= RETRIEVAL_KEYS and [p["n"] for p in r["points"]] == list(sizes) for r in rows)
     assert {"time_ratio_to_glscl", "flop_ratio_to_glscl"} <= result["retrieval"]["didemo"][0].keys()
+    throughput = result["throughput"]
+    assert throughput["runs"] == 2 and set(throughput["passes"]) == {"before", "after"}  # meanp, xpool: one seed
+    assert throughput["passes"]["after"]["jobs"] == max(1, os.cpu_count() or 1)  # one thread per process
+    assert throughput["speedup"] == pytest.approx(
+        throughput["passes"]["after"]["runs_per_hour"] / throughput["passes"]["before"]["runs_per_hour"]
+    )
 
 
 def test_quick_bench_numbers_are_finite_and_positive(quick_bench):
@@ -101,6 +108,7 @@ def test_quick_bench_numbers_are_finite_and_positive(quick_bench):
     assert leaves and all(math.isfinite(value) for _, value in leaves)
     zero_allowed = ("flops", "gflops", "fraction_of_peak", "flop_ratio", "peak_bytes")  # `random` has no GEMM
     zero_allowed += ("exponent",)  # a log-log slope: at the quick sizes fixed per-call costs can make it ~0
+    zero_allowed += ("max_val_diff",)  # one thread or two can give the same curves
     for path, value in leaves:
         if not any(key in path for key in zero_allowed):
             assert value > 0, path
@@ -114,13 +122,14 @@ def test_quick_bench_numbers_are_finite_and_positive(quick_bench):
 def test_quick_bench_times_the_trainers_step_function_and_loop(quick_bench):
     result, _, calls = quick_bench
     per_training_row = QUICK.warmup + QUICK.max_reps + 2  # warm-up, timed repetitions, one FLOP count, one probe
-    assert calls["advance"] == len(result["harness"]) * (QUICK.warmup + QUICK.harness_steps)
+    in_process = result["throughput"]["passes"]["before"]["runs"] * QUICK.harness_steps  # --jobs 1: this process
+    assert calls["advance"] == len(result["harness"]) * (QUICK.warmup + QUICK.harness_steps) + in_process
     assert calls["step"] == len(result["training"]) * per_training_row + calls["advance"]
 
 
 def test_quick_bench_markdown_has_the_targets_and_every_method(quick_bench):
     result, markdown, _ = quick_bench
-    assert "GFLOP/s" in markdown and "## Targets" in markdown
+    assert "GFLOP/s" in markdown and "## Targets" in markdown and "## Sweep throughput" in markdown
     for row in result["targets"]:
         assert row["name"] in markdown
     for method in list_methods():
@@ -181,7 +190,8 @@ def write_logged_run(sweep_dir: Path, cfg, train_seconds: float) -> None:
 
 def test_logged_eval_share_reads_the_run_log(tmp_path):
     """Per method, the median over its finished runs of eval / (eval + train) (the analysis's ``run_costs``)."""
-    spec = load_sweep("default", ["trainer.max_steps=50", "trainer.val_every=50"]).to_dict()
+    untuned = ["tuning={}", "targets={source: posthoc}"]  # scored runs without a selection to wait for
+    spec = load_sweep("default", ["trainer.max_steps=50", "trainer.val_every=50", *untuned]).to_dict()
     spec["methods"] = [m for m in spec["methods"] if m["method"] == "xclip"]
     sweep = SweepConfig.from_dict(spec)
     sweep_dir = tmp_path / sweep.name

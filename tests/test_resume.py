@@ -223,6 +223,7 @@ def test_sigkill_at_any_moment_then_resume_matches_uninterrupted(tmp_path: Path)
     driver.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_SILENT": "true"}
     env.pop("WANDB_API_KEY", None)
+    env.pop("WANDB_SERVICE", None)  # a wandb service of this test process would outlive each killed driver's stream
     # (hook, call, checkpoint step left behind, last step in metrics.csv)
     kills = [
         ("train_step", 7, 4, 4),  # during training: steps 5-6 done, not yet logged

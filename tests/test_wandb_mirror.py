@@ -28,11 +28,12 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.helpers import tiny_sweep
 from tvr_convbench.bench import mirror_report, wandb_mirror
 from tvr_convbench.bench.analysis.targets import run_table, val_curves
 from tvr_convbench.bench.cli import main
 from tvr_convbench.bench.config import RunConfig, load_sweep
-from tvr_convbench.bench.wandb_mirror import WandbMirror, records, run_group, run_tags, write_run_summary
+from tvr_convbench.bench.wandb_mirror import WandbMirror, record_fields, records, run_group, run_tags, write_run_summary
 
 SWEEP = """\
 methods: {methods}
@@ -152,6 +153,19 @@ def test_group_is_scoped_to_the_sweep_and_the_method_is_a_tag(tmp_path: Path, ca
     assert run_tags(nowd)[:1] == ["dataset:proxy"]
 
 
+def test_tuning_and_reference_runs_band_apart_from_the_scored_seeds(tmp_path: Path, cache: Path) -> None:
+    """A tuning trial's seeds band together, never with the scored seeds (another setting); job_type = phase."""
+    path = tiny_sweep(tmp_path, cache, tuning={"space": {"lr": [1.0e-4, 1.0e-3]}, "seeds": [100]},
+                      targets={"source": "tuning"})  # fmt: skip
+    sweep = load_sweep(str(path))
+    trial = next(cfg for cfg in sweep.tuning_runs() if cfg.trial == 1)
+    assert run_group(trial) == "s/meanp/t1" and "phase:tuning" in run_tags(trial)
+    assert record_fields(trial)["job_type"] == "tuning"
+    reference = load_sweep(str(tiny_sweep(tmp_path, cache, targets={"source": "reference", "seeds": [7]})))
+    ref = reference.reference_runs()[0]
+    assert run_group(ref) == "s/meanp/reference" and record_fields(ref)["job_type"] == "reference"
+
+
 # --- one folder per run --------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_one_offline_folder_per_run_with_its_summaries_and_the_results_run(tmp_path: Path, cache: Path) -> None:
@@ -178,7 +192,7 @@ def test_one_offline_folder_per_run_with_its_summaries_and_the_results_run(tmp_p
         assert folder.name not in trained[run]  # rebuilt from the local run log, the training folder replaced
         record = inspect(folder)
         label = run.removesuffix("-s0")
-        assert record["run"]["run_group"] == f"tiny/{label}" and record["run"]["job_type"] == "tiny"
+        assert record["run"]["run_group"] == f"tiny/{label}" and record["run"]["job_type"] == "scored"
         assert {"method:meanp", "seed:0", "dataset:proxy", "sweep:tiny"} <= set(record["run"]["tags"])
         assert record["run"]["config"]["update"]["label"] == label
         assert record["exit"]["exit_code"] == 0

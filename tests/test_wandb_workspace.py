@@ -57,7 +57,7 @@ def test_the_definition_has_the_convergence_panels_of_one_sweep(dirs: tuple[Path
     sweep_dir, report_dir = dirs
     definition = wandb_workspace.workspace_definition(sweep_dir, report_dir)
     assert definition["runset"] == {
-        "filter": {"tag": "sweep:smoke"},
+        "filter": {"tag": "sweep:smoke", "job_types": ["scored", "results"]},  # no tuning or reference runs
         "group_by": "Group",
         "x_axis": "step",
     }
@@ -124,8 +124,10 @@ def test_without_an_account_the_command_writes_the_json_and_says_how_to_save(dir
     (runset,) = spec["runSets"]
     assert runset["grouping"] == [{"section": "run", "name": "group"}]
     assert runset["filters"]["filters"] == [
-        {"key": {"section": "run", "name": "tags"}, "op": "IN", "value": ["sweep:smoke"], "disabled": False}
-    ]
+        {"key": {"section": "run", "name": "tags"}, "op": "IN", "value": ["sweep:smoke"], "disabled": False},
+        {"key": {"section": "run", "name": "jobType"}, "op": "IN", "value": ["scored", "results"], "disabled": False,
+         "connector": "AND"},
+    ]  # fmt: skip
 
 
 def test_with_an_account_the_workspace_is_saved(dirs, capsys, monkeypatch) -> None:

@@ -221,7 +221,7 @@ def protocol_section(log: SweepLog, cfg: ReportConfig, analysis: Analysis | None
         "- Clock: train seconds exclude evaluation; time to target = the first evaluation meeting the target "
         "(AlgoPerf), with the crossing interpolated between the two evaluations that bracket it as a second "
         "reading; a run that never meets it, a failed run and a diverged run are censored as ∞, never dropped",
-        "- All trainer settings: " + ", ".join(f"`{k}={v}`" for k, v in dataclasses.asdict(log.trainer).items()),
+        trainer_line(log),
         "",
         tables.markdown_table(pd.DataFrame(method_rows(log))),
         "",
@@ -229,6 +229,14 @@ def protocol_section(log: SweepLog, cfg: ReportConfig, analysis: Analysis | None
     if analysis is not None:
         lines += targets_lines(analysis)
     return lines
+
+
+def trainer_line(log: SweepLog) -> str:
+    """Every trainer setting of the protocol; a tuned one says so (each method's value is in the tuning section)."""
+    tuned = {*log.sweep.tuning.space, *log.sweep.tuning.tied}
+    settings = dataclasses.asdict(log.trainer).items()
+    cells = [f"`{k}`: tuned per method" if k in tuned else f"`{k}={v}`" for k, v in settings]
+    return "- All trainer settings: " + ", ".join(cells)
 
 
 def targets_lines(analysis: Analysis) -> list[str]:

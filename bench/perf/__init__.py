@@ -9,6 +9,7 @@ measurements, one module each (their docstrings say how):
 - ``harness``: the loop overhead and evaluation cost of a real ``Run`` of the sweep, driven through
   ``Run.advance``, and evaluation's share of a run (from ``runs/<sweep>`` when it has finished runs);
 - ``retrieval``: scoring N x N pairs from cached encodings for growing N;
+- ``throughput``: runs per hour of the sweep's runs, one at a time vs ``--jobs auto``;
 - ``targets`` and ``render``: the pass/fail targets and bench.md. ``plan`` holds the sizes of a full and a
   ``--quick`` run.
 """
@@ -25,6 +26,7 @@ from tvr_convbench.bench.perf.probes import measure_machine
 from tvr_convbench.bench.perf.render import NOTES, render
 from tvr_convbench.bench.perf.retrieval import measure_all_retrieval
 from tvr_convbench.bench.perf.targets import encodes_once, targets
+from tvr_convbench.bench.perf.throughput import measure_throughput
 from tvr_convbench.bench.perf.training import measure_all_training
 from tvr_convbench.core.files import atomic_write_json, atomic_write_text
 from tvr_convbench.methods import list_methods
@@ -66,11 +68,14 @@ def run_benchmark(plan: Plan, runs_dir: Path = Path("runs"), sweep: str = "defau
     harness = measure_all_harness(plan, runs_dir, sweep)
     print("harness measured", flush=True)
     retrieval = measure_all_retrieval(methods, plan)
+    print("retrieval measured", flush=True)
+    throughput = measure_throughput(plan, sweep)
+    print(f"throughput measured: {throughput['speedup']:.2f}x the runs per hour with --jobs auto", flush=True)
     again = measure_machine(plan)["peak_gflops"]  # a shared machine can depress one measurement: keep the best
     machine["peak_gflops"] = max(machine["peak_gflops"], again)
     for row in training:
         row["fraction_of_peak"] = row["gflops"] / machine["peak_gflops"]
     result = {"schema": SCHEMA, "sweep": sweep, "plan": plan_dict(plan), "machine": machine, "training": training,
-              "harness": harness, "retrieval": retrieval, "notes": NOTES}  # fmt: skip
+              "harness": harness, "retrieval": retrieval, "throughput": throughput, "notes": NOTES}  # fmt: skip
     result["targets"] = targets(result)
     return result

@@ -18,6 +18,7 @@ def render(result: dict[str, Any]) -> str:
         *harness_table(result["harness"], result["sweep"]),
         *retrieval_table(result["retrieval"]["didemo"], "DiDeMo shapes", result["retrieval"]["glscl_reference"]),
         *retrieval_table(result["retrieval"]["proxy"], "default proxy shapes (the val split)", None),
+        *throughput_table(result.get("throughput")),
         *analysis(result),
         *result["notes"],
     ]
@@ -65,6 +66,30 @@ def harness_table(rows: list[dict[str, Any]], sweep: str) -> list[str]:
             f"| {100 * r['eval_share']:.1f}% | {r['eval_share_source']} |"
         )
     return [*out, ""]
+
+
+def throughput_table(t: dict[str, Any] | None) -> list[str]:
+    """Runs per hour of the sweep's runs, one at a time with torch's threads vs ``--jobs auto``."""
+    if not t:
+        return []
+    title = f"## Sweep throughput ({t['sweep']} sweep's runs: {t['runs']}, one seed per method, {t['cores']} cores)"
+    out = [title, "", "| way | processes | torch threads each | wall s | runs per hour |", "|---|---|---|---|---|"]
+    for name, row in t["passes"].items():
+        threads = row["threads"] or "default"
+        cells = f"{row['jobs']} | {threads} | {row['wall_seconds']:.1f} | {row['runs_per_hour']:.0f}"
+        out.append(f"| {THROUGHPUT_PASSES[name]} | {cells} |")
+    summary = (
+        f"`--jobs auto` runs **{t['speedup']:.2f}x** the runs per hour. Its numbers equal those of the same runs "
+        "made one at a time with one thread (a test checks it); the multi-threaded `before` runs differ from them "
+        f"by at most {t['max_val_diff']:.3g} in any val metric (float reductions in another order)."
+    )
+    return [*out, "", summary, ""]
+
+
+THROUGHPUT_PASSES = {
+    "before": "before: one run at a time (`--jobs 1`, torch's default threads)",
+    "after": "after: `--jobs auto` (one thread per process)",
+}
 
 
 def retrieval_table(rows: list[dict[str, Any]], title: str, reference: dict[str, float] | None) -> list[str]:
