@@ -107,7 +107,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from tvr_convbench.bench.export import export_sweep
 
         for sweep in sweeps:
-            print(f"wrote {export_sweep(sweep, args.export, args.runs_dir, args.sweep)}")
+            for path in export_sweep(sweep, args.export, args.runs_dir, args.sweep):
+                print(f"wrote {path}")
         return 0
     from tvr_convbench.bench.targets import TargetsError
 

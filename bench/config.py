@@ -378,6 +378,15 @@ class SweepConfig:
         settings = (lambda spec: selection.settings(spec.label)) if self.tuning.enabled else (lambda spec: {})
         return [self.run_config(spec, seed, settings=settings(spec)) for spec in self.methods for seed in self.seeds]
 
+    def phases(self) -> list[tuple[str, list[str]]]:
+        """The run names in the order the protocol runs them, known before anything ran: ``[(phase, names)]``,
+        the reference (or tuning) runs first and the scored runs after the targets (and the selection) are fixed
+        from them; one phase, ``scored``, when the targets are not fixed in advance. A scored run's name does not
+        depend on its selected setting."""
+        first = self.reference_runs()
+        scored = [self.run_config(spec, seed).run for spec in self.methods for seed in self.seeds]
+        return ([(first[0].phase, [cfg.run for cfg in first])] if first else []) + [("scored", scored)]
+
     def reference_runs(self) -> list[RunConfig]:
         """The runs that fix the targets and are never scored: the tuning trials, or every method on the
         reference seeds (none for absolute or post hoc targets)."""

@@ -26,6 +26,14 @@ the export was made from (``cd`` in POSIX ``sh``: no GNU-only ``env --chdir``).
   script's header names. ``sbatch slurm.sbatch``; resubmitting it after a failure or a timeout finishes the sweep.
   ``TVR_CONVBENCH`` overrides the entry point recorded at export time.
 
+A sweep whose targets are fixed in advance (``targets: {source: tuning}`` or ``reference``) runs in phases
+(``SweepConfig.phases``): the tuning or reference runs, then ``tvr-convbench targets <sweep>`` (targets.json, and
+with tuning selection.json), then the scored runs, which refuse to start before the targets exist. Its wandb export
+is one wandb sweep per phase (``wandb-sweep-<phase>.yaml``, the order and the targets command in their headers);
+its SLURM export adds ``slurm-submit.sh``, which submits ``slurm.sbatch``'s first-phase tasks, a targets job with
+``--dependency=afterany`` on them and the scored tasks with ``--dependency=afterok`` on that job (``sbatch
+--array`` on the command line overrides the script's own range).
+
 Paths are written absolute: the nodes are assumed to share the file system.
 """
 
@@ -105,8 +113,14 @@ def _directive(line: str) -> str:
     return text
 
 
-def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: Path, sweep_arg: str) -> Path:
-    """Write the ``kind`` export of ``sweep`` under ``runs_dir/<sweep>/`` and return its path.
+def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: Path, sweep_arg: str) -> list[Path]:
+    """Write the ``kind`` export of ``sweep`` under ``runs_dir/<sweep>/`` and return the files written, the one to
+    start from first.
+
+    A sweep whose targets are fixed in advance runs in phases (``SweepConfig.phases``: the tuning or reference runs,
+    then ``tvr-convbench targets``, then the scored runs): the wandb export is one wandb sweep per phase, the SLURM
+    export one array script over every run plus ``slurm-submit.sh``, which submits the phases chained by job
+    dependencies.
 
     Args:
         sweep: the loaded sweep.
@@ -119,7 +133,7 @@ def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: 
     """
     from tvr_convbench.bench.sweep import check_compatible
 
-    writers = {"wandb": _wandb_config, "slurm": _slurm_script}
+    writers = {"wandb": _wandb_configs, "slurm": _slurm_scripts}
     if kind not in writers:
         raise ConfigError(f"--export: unknown kind {kind!r} (wandb or slurm)")
     sweep_dir = runs_dir.resolve() / sweep.name
@@ -127,10 +141,11 @@ def export_sweep(sweep: SweepConfig, kind: Literal["wandb", "slurm"], runs_dir: 
     frozen = sweep_dir / EXPORTED_SWEEP
     header = f"# sweep {sweep.name!r} resolved from {sweep.source or sweep_arg} (tvr-convbench sweep ... --export)\n"
     atomic_write_text(frozen, header + yaml.safe_dump(sweep.to_dict(), sort_keys=False))
-    name, text = writers[kind](sweep, sweep_dir, train_command(frozen, sweep_dir.parent))
-    path = sweep_dir / name
-    atomic_write_text(path, text)
-    return path
+    written = []
+    for name, text in writers[kind](sweep, sweep_dir, frozen):
+        written.append(sweep_dir / name)
+        atomic_write_text(written[-1], text)
+    return written
 
 
 def entry_point() -> str:
@@ -148,36 +163,83 @@ def train_command(sweep_file: Path, runs_dir: Path) -> list[str]:
     return ["train", str(sweep_file), "--runs-dir", str(runs_dir), "--no-progress"]
 
 
-def _wandb_config(sweep: SweepConfig, sweep_dir: Path, command: list[str]) -> tuple[str, str]:
+def targets_command(sweep_file: Path, runs_dir: Path) -> list[str]:
+    """The whole command that fixes ``targets.json`` (and ``selection.json``) between the phases."""
+    return [entry_point(), "targets", str(sweep_file), "--runs-dir", str(runs_dir)]
+
+
+def _wandb_configs(sweep: SweepConfig, sweep_dir: Path, frozen: Path) -> list[tuple[str, str]]:
+    phases = sweep.phases()
+    if len(phases) == 1:
+        return [("wandb-sweep.yaml", _wandb_config(sweep, sweep_dir, frozen, phases[0][1], ""))]
+    (first, first_runs), (_, scored) = phases
+    fix = shlex.join(targets_command(frozen, sweep_dir.parent))
+    order = (
+        f"# Phases, in this order: 1. wandb-sweep-{first}.yaml ({len(first_runs)} {first} runs); 2. when its\n"
+        f"#   agents are done, on one machine: {fix}\n"
+        f"#   (fixes targets.json from them{' and selects each method' if first == 'tuning' else ''});\n"
+        f"#   3. wandb-sweep-scored.yaml ({len(scored)} scored runs; a scored run refuses to start before step 2).\n"
+    )
+    return [
+        (f"wandb-sweep-{first}.yaml", _wandb_config(sweep, sweep_dir, frozen, first_runs, order, first)),
+        ("wandb-sweep-scored.yaml", _wandb_config(sweep, sweep_dir, frozen, scored, order, "scored")),
+    ]
+
+
+def _wandb_config(
+    sweep: SweepConfig, sweep_dir: Path, frozen: Path, runs: list[str], order: str, phase: str = ""
+) -> str:
+    command = train_command(frozen, sweep_dir.parent)
     script = f'cd {shlex.quote(str(workdir()))} && exec {shlex.join([entry_point(), *command])} "$@"'
+    name = f"{sweep.name}-{phase}" if phase else sweep.name
+    file = f"wandb-sweep-{phase}.yaml" if phase else "wandb-sweep.yaml"
     config = {
-        "name": sweep.name,
+        "name": name,
         "project": sweep.wandb.project,
         **({"entity": sweep.wandb.entity} if sweep.wandb.entity else {}),
-        "description": f"tvr-convbench sweep {sweep.name}, one wandb run per harness run",
+        "description": f"tvr-convbench sweep {sweep.name}{f' ({phase} runs)' if phase else ''}, one wandb run per "
+        "harness run",
         "program": entry_point(),
         "method": "grid",
         "metric": {"name": SELECTION_METRIC, "goal": "maximize"},
-        "parameters": {"run": {"values": [cfg.run for cfg in sweep.runs()]}},
+        "parameters": {"run": {"values": runs}},
         "command": ["/bin/sh", "-c", script, ENTRY_POINT, "${args}"],
     }
     header = (
         f"# wandb sweep for tvr-convbench sweep {sweep.name!r} (tvr-convbench sweep ... --export wandb).\n"
-        f"# Register: wandb sweep {sweep_dir / 'wandb-sweep.yaml'}\n"
+        f"{order}"
+        f"# Register: wandb sweep {sweep_dir / file}\n"
         "# Then on each machine: wandb agent <entity/project/id> (the command runs in the export's folder).\n"
     )
-    return "wandb-sweep.yaml", header + yaml.safe_dump(config, sort_keys=False, width=1000)
+    return header + yaml.safe_dump(config, sort_keys=False, width=1000)
 
 
-def _slurm_script(sweep: SweepConfig, sweep_dir: Path, command: list[str]) -> tuple[str, str]:
-    runs = [cfg.run for cfg in sweep.runs()]
+def _slurm_scripts(sweep: SweepConfig, sweep_dir: Path, frozen: Path) -> list[tuple[str, str]]:
+    phases = sweep.phases()
+    runs = [run for _, names in phases for run in names]
     logs = sweep_dir / "slurm"
     logs.mkdir(parents=True, exist_ok=True)  # sbatch does not create the --output folder
     resources, notes = slurm_resources(sweep)
-    limit = f"%{resources.array_parallel}" if resources.array_parallel else ""
+    if len(phases) > 1:
+        (first, first_runs), _ = phases
+        notes.append(
+            f"phases: tasks 0-{len(first_runs) - 1} are the {first} runs, {len(first_runs)}-{len(runs) - 1} the "
+            "scored runs, which start only once targets.json is fixed from them: submit with slurm-submit.sh"
+        )
+    script = _slurm_script(sweep, sweep_dir, frozen, runs, resources, notes)
+    if len(phases) == 1:
+        return [("slurm.sbatch", script)]
+    return [("slurm.sbatch", script), ("slurm-submit.sh", _slurm_submit(sweep, sweep_dir, frozen, phases, resources))]
+
+
+def _slurm_script(
+    sweep: SweepConfig, sweep_dir: Path, frozen: Path, runs: list[str], resources: SlurmConfig, notes: list[str]
+) -> str:
+    logs = sweep_dir / "slurm"
+    command = train_command(frozen, sweep_dir.parent)
     directives = [
         f"--job-name=tvr-{sweep.name}",
-        f"--array=0-{len(runs) - 1}{limit}",
+        f"--array=0-{len(runs) - 1}{_limit(resources)}",
         "--ntasks=1",
         *(f"--partition={resources.partition}" for _ in [0] if resources.partition),
         *(f"--gres={resources.gres}" for _ in [0] if resources.gres),
@@ -199,7 +261,40 @@ def _slurm_script(sweep: SweepConfig, sweep_dir: Path, command: list[str]) -> tu
         f"cd {shlex.quote(str(workdir()))}",
         f'exec "${{TVR_CONVBENCH:-{entry_point()}}}" {shlex.join(command)} --run "${{RUNS[$SLURM_ARRAY_TASK_ID]}}"',
     ]
-    return "slurm.sbatch", "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def _slurm_submit(
+    sweep: SweepConfig, sweep_dir: Path, frozen: Path, phases: list[tuple[str, list[str]]], resources: SlurmConfig
+) -> str:
+    """POSIX ``sh``: the first phase's array, then one job fixing the targets once every task of it ended (in any
+    state: a failed run counts as the worst), then the scored array once that job succeeded."""
+    (first, first_runs), (_, scored) = phases
+    n, total = len(first_runs), len(first_runs) + len(scored)
+    script = shlex.quote(str(sweep_dir / "slurm.sbatch"))
+    fix = f"cd {shlex.quote(str(workdir()))} && exec {shlex.join(targets_command(frozen, sweep_dir.parent))}"
+    partition = [f"--partition={resources.partition}"] if resources.partition else []
+    options = " ".join(shlex.quote(o) for o in [*partition, *resources.extra])  # the account etc. apply here too
+    lines = [
+        "#!/bin/sh",
+        f"# tvr-convbench sweep {sweep.name!r} on SLURM, phase by phase: the {n} {first} runs (array tasks 0-{n - 1}",
+        "# of slurm.sbatch), then one job that fixes targets.json (and with tuning selection.json) from them, then",
+        f"# the {len(scored)} scored runs (tasks {n}-{total - 1}), each after the one before. Run it again after a",
+        "# failure or a timeout: done runs are skipped, unfinished ones resume, fixed targets are kept.",
+        "set -eu",
+        f"first=$(sbatch --parsable --array=0-{n - 1}{_limit(resources)} {script})",
+        f'fix=$(sbatch --parsable --dependency=afterany:"${{first%%;*}}" --job-name=tvr-{sweep.name}-targets '
+        f"--ntasks=1 {options}{' ' if options else ''}--output={shlex.quote(str(sweep_dir / 'slurm'))}/%j-targets.out "
+        f"--wrap={shlex.quote(fix)})",
+        f'scored=$(sbatch --parsable --dependency=afterok:"${{fix%%;*}}" --array={n}-{total - 1}{_limit(resources)} '
+        f"{script})",
+        'echo "submitted: ' + first + ' array ${first%%;*}, targets ${fix%%;*}, scored array ${scored%%;*}"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _limit(resources: SlurmConfig) -> str:
+    return f"%{resources.array_parallel}" if resources.array_parallel else ""
 
 
 def slurm_resources(sweep: SweepConfig) -> tuple[SlurmConfig, list[str]]:

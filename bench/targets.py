@@ -29,7 +29,7 @@ import pandas as pd
 
 from tvr_convbench.bench.config import RunConfig, SweepConfig, TargetsConfig, higher_is_better, target_labels
 from tvr_convbench.core.errors import ConfigError
-from tvr_convbench.core.files import atomic_write_json
+from tvr_convbench.core.files import atomic_write_json, from_json_safe, json_safe
 from tvr_convbench.core.schema import RunPaths, SweepPaths
 
 FINISHED = ("done", "failed", "diverged")
@@ -95,13 +95,13 @@ class TargetSet:
         )
 
     def write(self, path: Path) -> None:
-        atomic_write_json(path, _json_safe(asdict(self)), indent=2)
+        atomic_write_json(path, json_safe(asdict(self)), indent=2)
 
     @classmethod
     def read(cls, path: Path) -> TargetSet:
         try:
             raw = json.loads(path.read_text())
-            return cls(**{k: _from_json(v) for k, v in raw.items()})
+            return cls(**{k: from_json_safe(v) for k, v in raw.items()})
         except (OSError, ValueError, TypeError) as err:
             raise ConfigError(f"{path}: unreadable targets file ({err}); delete it to fix the targets again") from None
 
@@ -268,23 +268,3 @@ def _labels(sweep: SweepConfig) -> list[str]:
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
-
-
-def _json_safe(value):  # noqa: ANN001, ANN202
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _from_json(value):  # noqa: ANN001, ANN202
-    if value in ("inf", "-inf", "nan"):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_json(v) for v in value]
-    return value

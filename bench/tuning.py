@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tvr_convbench.core.errors import ConfigError
-from tvr_convbench.core.files import atomic_write_json
+from tvr_convbench.core.files import atomic_write_json, from_json_safe, json_safe
 
 TUNABLE = ("lr", "backbone_lr", "weight_decay", "warmup", "grad_clip")
 """trainer settings a tuning space may search (positive numbers)"""
@@ -186,13 +186,13 @@ class Selection:
         return dict(self.choices[label]["settings"])
 
     def write(self, path: Path) -> None:
-        atomic_write_json(path, _safe(self.__dict__), indent=2)
+        atomic_write_json(path, json_safe(self.__dict__), indent=2)
 
     @classmethod
     def read(cls, path: Path) -> Selection:
         try:
             raw = json.loads(path.read_text())
-            return cls(**{k: _unsafe(v) for k, v in raw.items()})
+            return cls(**{k: from_json_safe(v) for k, v in raw.items()})
         except (OSError, ValueError, TypeError) as err:
             raise ConfigError(f"{path}: unreadable selection ({err}); delete it to select again") from None
 
@@ -206,23 +206,3 @@ def protocol_of(tuning: TuningConfig, trials: list[dict[str, float]]) -> dict:
         "rule": tuning.rule.__dict__ | {},
         "trials": trials,
     }
-
-
-def _safe(value):  # noqa: ANN001, ANN202
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else "-inf" if value < 0 else "nan"
-    if isinstance(value, dict):
-        return {k: _safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_safe(v) for v in value]
-    return value
-
-
-def _unsafe(value):  # noqa: ANN001, ANN202
-    if value in ("inf", "-inf", "nan"):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _unsafe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unsafe(v) for v in value]
-    return value

@@ -395,3 +395,21 @@ def test_full_size_report_is_fast(tmp_path, monkeypatch):
     elapsed = time.perf_counter() - start
     assert elapsed < 20.0, f"report took {elapsed:.1f} s"
     assert all(f"| {label} | 3 |" in text for label in labels)
+
+
+def test_censored_medians_are_ordered_by_how_many_runs_missed() -> None:
+    """Median infinity for all three: the one that missed in fewer runs comes first (then the interpolated reading,
+    then the first reading decide before that)."""
+    from types import SimpleNamespace
+
+    from tvr_convbench.bench.analysis.findings import order_by_time
+
+    row = lambda point, censored=0: SimpleNamespace(point=point, censored=censored)  # noqa: E731
+    index = {}
+    for method, first, interp, censored in [
+        ("a", math.inf, math.inf, 9), ("b", math.inf, math.inf, 6), ("c", 50.0, 47.0, 2), ("d", 50.0, 45.0, 0),
+    ]:  # fmt: skip
+        index[(method, "90%", "steps", "first", "median")] = row(first, censored)
+        index[(method, "90%", "steps", "interpolated", "median")] = row(interp, censored)
+    analysis = SimpleNamespace(ttt_index=index, log=SimpleNamespace(labels=["a", "b", "c", "d", "e"]))
+    assert order_by_time(analysis, "90%", "steps") == ["d", "c", "b", "a"]  # e: no run for it

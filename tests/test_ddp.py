@@ -48,13 +48,6 @@ wandb: {{mode: disabled}}
 # 25 val videos: the two shards are 13 + 12 (padding exercised), each encoded in batches of 4.
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_sweep(folder: Path, name: str, methods: str, steps: int = 1, extra: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"

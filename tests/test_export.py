@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
+from tests.helpers import tiny_sweep
 from tvr_convbench.bench.cli import main
 from tvr_convbench.bench.config import SWEEP_KEYS, load_sweep
 from tvr_convbench.bench.export import SlurmConfig, export_sweep, slurm_resources
@@ -36,13 +36,6 @@ wandb: {{mode: disabled}}
 RUNS = ["meanp-s0", "meanp-s1", "meanp-nowd-s0", "meanp-nowd-s1"]
 ENTRY = str(Path(sys.executable).parent / "tvr-convbench")
 SHELLCHECK = shutil.which("shellcheck")
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -129,7 +122,7 @@ def test_slurm_export_is_one_array_task_per_run(sweep_path: Path, tmp_path: Path
 def test_slurm_resources_for_didemo_full_are_derived_from_the_protocol(tmp_path: Path, work: Path) -> None:
     """didemo-full: accelerator auto with 16-mixed (a GPU run), one device, data.workers 8."""
     sweep = load_sweep("didemo-full")
-    path = export_sweep(sweep, "slurm", tmp_path / "runs", "didemo-full")
+    path, _submit = export_sweep(sweep, "slurm", tmp_path / "runs", "didemo-full")
     text = path.read_text()
     header = [line for line in text.splitlines() if line.startswith("#SBATCH")]
     assert header == [
@@ -161,7 +154,7 @@ def test_a_slurm_section_sets_every_resource(tmp_path: Path, work: Path) -> None
         array_parallel=8,
         extra=["--account=proj", "#SBATCH --qos=high"],
     )
-    text = export_sweep(sweep, "slurm", tmp_path / "runs", "didemo-full").read_text()
+    text = export_sweep(sweep, "slurm", tmp_path / "runs", "didemo-full")[0].read_text()
     header = [line.removeprefix("#SBATCH ") for line in text.splitlines() if line.startswith("#SBATCH")]
     assert header[1:-1] == [
         f"--array=0-{len(sweep.runs()) - 1}%8", "--ntasks=1", "--partition=gpu", "--gres=gpu:a100:1",
@@ -169,15 +162,15 @@ def test_a_slurm_section_sets_every_resource(tmp_path: Path, work: Path) -> None
     ]  # fmt: skip
     assert "derived from" not in text and "cluster defaults" not in text
     sweep.slurm = SlurmConfig(gres="")  # no GPU asked for
-    assert "--gres" not in export_sweep(sweep, "slurm", tmp_path / "runs", "didemo-full").read_text()
+    assert "--gres" not in export_sweep(sweep, "slurm", tmp_path / "runs", "didemo-full")[0].read_text()
 
 
 @pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck is not installed")
 def test_exported_scripts_pass_shellcheck(sweep_path: Path, tmp_path: Path, work: Path) -> None:
     for sweep in (load_sweep(str(sweep_path)), load_sweep("didemo-full")):
-        sbatch = export_sweep(sweep, "slurm", tmp_path / "runs", sweep.name)
-        command = agent_script(export_sweep(sweep, "wandb", tmp_path / "runs", sweep.name), tmp_path)
-        for path, shell in ((sbatch, "bash"), (command, "sh")):
+        sbatch, *submit = export_sweep(sweep, "slurm", tmp_path / "runs", sweep.name)
+        command = agent_script(export_sweep(sweep, "wandb", tmp_path / "runs", sweep.name)[0], tmp_path)
+        for path, shell in ((sbatch, "bash"), (command, "sh"), *((p, "sh") for p in submit)):
             check = subprocess.run([SHELLCHECK, "--shell", shell, str(path)], capture_output=True, text=True)
             assert check.returncode == 0, check.stdout
 
@@ -262,3 +255,79 @@ def test_exported_commands_train_one_grid_point_and_done_runs_are_skipped(tmp_pa
     assert "meanp-nowd-s0: done, skipped" in out and "meanp-s1: done, skipped" in out
     assert "grid: 4/4 runs done, 0 failed" in out
     assert all((sweep_dir / run / "metrics.csv").read_bytes() == data for run, data in trained.items())
+
+
+FAKE_SBATCH = """\
+#!/bin/sh
+# A stand-in for SLURM's sbatch: logs its arguments, then runs the job at once (array tasks one after another,
+# with SLURM_ARRAY_TASK_ID set; --wrap through sh) and prints a job id as --parsable does ("<id>;<cluster>").
+echo "$*" >> "$SBATCH_LOG"
+id=$(( $(wc -l < "$SBATCH_LOG") + 100 ))
+array="" wrap="" script=""
+for arg in "$@"; do
+  case "$arg" in
+    --array=*) array=${arg#--array=} ;;
+    --wrap=*) wrap=${arg#--wrap=} ;;
+    -*) ;;
+    *) script=$arg ;;
+  esac
+done
+if [ -n "$wrap" ]; then sh -c "$wrap" >&2 || exit 1; fi
+if [ -n "$array" ]; then
+  range=${array%%%*}
+  i=${range%-*}
+  while [ "$i" -le "${range#*-}" ]; do SLURM_ARRAY_TASK_ID=$i bash "$script" >&2 || exit 1; i=$((i + 1)); done
+fi
+echo "$id;cluster"
+"""
+
+
+def phased_sweep(folder: Path, cache: Path) -> Path:
+    """Two tuning trials of meanp on one tuning seed, then two scored seeds: a sweep in two phases."""
+    tuning = {"space": {"lr": [1.0e-4, 1.0e-3]}, "tied": {"backbone_lr": "lr"}, "seeds": [100]}
+    return tiny_sweep(folder, cache, name="phased", seeds=[0, 1], tuning=tuning, targets={"source": "tuning"})
+
+
+def test_a_phased_sweep_exports_its_phases_in_order(tmp_path: Path, work: Path, capsys) -> None:
+    path, runs = phased_sweep(tmp_path, tmp_path / "cache"), tmp_path / "runs"
+    assert main(["sweep", str(path), "--export", "wandb", "--runs-dir", str(runs)]) == 0
+    written = [Path(line.removeprefix("wrote ")) for line in capsys.readouterr().out.split()[1::2]]
+    assert [p.name for p in written] == ["wandb-sweep-tuning.yaml", "wandb-sweep-scored.yaml"]
+    values = [yaml.safe_load(p.read_text())["parameters"]["run"]["values"] for p in written]
+    assert values == [["meanp-t0-s100", "meanp-t1-s100"], ["meanp-s0", "meanp-s1"]]  # scored names before selection
+    assert "tvr-convbench targets" in written[0].read_text().split("Register")[0].replace(ENTRY, "tvr-convbench")
+    assert main(["sweep", str(path), "--export", "slurm", "--runs-dir", str(runs)]) == 0
+    sbatch, submit = (Path(w) for w in capsys.readouterr().out.split()[1::2])
+    assert re.search(r"^RUNS=\((.*)\)$", sbatch.read_text(), flags=re.M).group(1).split() == [
+        "meanp-t0-s100", "meanp-t1-s100", "meanp-s0", "meanp-s1",
+    ]  # fmt: skip
+    lines = [line for line in submit.read_text().splitlines() if "sbatch" in line and not line.startswith("#")]
+    assert "--array=0-1" in lines[0] and "--dependency=afterany" in lines[1] and " targets " in lines[1]
+    assert "--array=2-3" in lines[2] and '--dependency=afterok:"${fix%%;*}"' in lines[2]
+    shell_ok(submit, "/bin/sh")
+    if SHELLCHECK:
+        check = subprocess.run([SHELLCHECK, "--shell", "sh", str(submit)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+
+
+@pytest.mark.slow
+def test_the_submit_script_runs_the_phases_to_a_finished_sweep(tmp_path: Path, work: Path, capsys) -> None:
+    """slurm-submit.sh under a stand-in sbatch that runs each job at once: tuning tasks, targets, scored tasks."""
+    path, runs = phased_sweep(tmp_path, tmp_path / "cache"), tmp_path / "runs"
+    assert main(["sweep", str(path), "--export", "slurm", "--runs-dir", str(runs)]) == 0
+    submit = Path(capsys.readouterr().out.split()[-1])
+    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch.log"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SBATCH_LOG": str(log), "WANDB_MODE": "disabled"}
+    done = subprocess.run(["sh", str(submit)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "submitted: tuning array 101, targets 102, scored array 103" in done.stdout
+    sweep_dir = runs / "phased"
+    assert (sweep_dir / "targets.json").is_file() and (sweep_dir / "selection.json").is_file()
+    statuses = {p.parent.name: p.read_text().strip() for p in sweep_dir.glob("*/status")}
+    assert statuses == dict.fromkeys(["meanp-t0-s100", "meanp-t1-s100", "meanp-s0", "meanp-s1"], "done")
+    assert main(["sweep", str(path), "--runs-dir", str(runs), "--no-report", "--no-progress"]) == 0
+    out = capsys.readouterr().out  # the local runner on the same folders: nothing left to do
+    assert out.count("done, skipped") == 4 and "sweep phased: 4/4 runs done, 0 failed" in out

@@ -59,11 +59,6 @@ def _isolate(monkeypatch: pytest.MonkeyPatch):
         wandb.teardown()  # wandb keeps the credentials it saw in this process
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("proxy-cache")
-
-
 def sweep_file(folder: Path, cache: Path, methods: str = "[meanp]", wandb: str = "disabled", name: str = "s") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"

@@ -55,11 +55,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("proxy-cache")
-
-
 def proxy(cache: Path, **knobs: object) -> RetrievalDataModule:
     return dataset_class("proxy")(**{**DATA, **knobs}, cache_dir=str(cache))
 

@@ -8,18 +8,18 @@ import pytest
 import yaml
 
 from tvr_convbench.bench.cli import main
-from tvr_convbench.bench.config import RunConfig, load_sweep, shipped_sweeps
+from tvr_convbench.bench.config import RunConfig, load_sweep, load_sweeps, shipped_sweeps
 from tvr_convbench.bench.print_config import render_config
 from tvr_convbench.methods import method_parameters
 
 
 @pytest.mark.parametrize("name", shipped_sweeps())
 def test_printed_config_loads_back_as_the_same_sweep(name: str, tmp_path: Path) -> None:
-    sweep = load_sweep(name)
-    path = tmp_path / f"{sweep.name}.yaml"
-    path.write_text(render_config(sweep))
-    again = load_sweep(str(path))
-    assert [resolved(cfg) for cfg in again.runs()] == [resolved(cfg) for cfg in sweep.runs()]
+    for sweep in load_sweeps(name):  # a study prints (and reloads) one sweep per world
+        path = tmp_path / f"{sweep.name}.yaml"
+        path.write_text(render_config(sweep))
+        again = load_sweep(str(path))
+        assert [resolved(cfg) for cfg in again.runs()] == [resolved(cfg) for cfg in sweep.runs()]
 
 
 def resolved(cfg: RunConfig) -> dict:

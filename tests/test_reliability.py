@@ -37,18 +37,6 @@ from tvr_convbench.methods import METHODS, register_method
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)  # the runs set num_threads 1 in this process
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("proxy-cache")
-
-
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> dict[str, list]:
     """Uninterrupted runs (method -> its metrics rows, clocks excluded) of the tiny sweep."""

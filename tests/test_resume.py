@@ -76,13 +76,6 @@ sys.exit(main(sys.argv[3:]))
 '''
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)  # the runs set num_threads 1 in this process
-
-
 def write_sweep(folder: Path, cache: Path, wandb: str = "disabled") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "kill.yaml"

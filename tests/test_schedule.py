@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,13 +16,6 @@ from tests.helpers import folder_state, metric_rows, one_line_error, sweep_cli, 
 from tvr_convbench.bench.config import TrainerConfig, ValSchedule
 
 SETTINGS = settings(max_examples=300, deadline=None, database=None)
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def check_invariants(steps: tuple[int, ...], max_steps: int) -> None:

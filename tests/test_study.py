@@ -4,12 +4,13 @@ ordering holds in every world."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tvr_convbench.bench.analysis.study import flips
+from tvr_convbench.bench.analysis.study import flips, pair_orders
 from tvr_convbench.bench.cli import main
 from tvr_convbench.bench.config import load_sweep, load_sweeps
 
@@ -28,9 +29,18 @@ STUDY = {
 }  # fmt: skip
 
 
-def test_flips_compare_the_methods_both_worlds_reached():
-    assert flips(["a", "b", "c"], ["a", "c", "b"]) == [("b", "c")]
-    assert flips(["a", "b"], ["b"]) == []  # a missed in the other world: no order to compare
+def test_a_flip_is_a_pair_two_worlds_order_opposite_ways_and_a_miss_comes_last():
+    inf = (math.inf, math.inf)
+    timed = {
+        "w1": {"a": (10.0, 9.0), "b": (20.0, 18.0), "c": inf, "d": inf},
+        "w2": {"a": inf, "b": (30.0, 25.0), "c": (30.0, 25.0), "d": inf},
+        "w3": {"a": (10.0, 8.0), "b": (10.0, 9.0), "c": inf, "d": inf},
+    }
+    orders = pair_orders(timed)
+    assert orders[("a", "b")] == {"w1": -1, "w2": 1, "w3": -1}  # a reached first; in w2 a missed: after b
+    assert orders[("b", "c")] == {"w1": -1, "w2": 0, "w3": -1}  # equal medians: no order
+    assert orders[("c", "d")] == {"w1": 0, "w2": -1, "w3": 0}  # both missed: no order
+    assert set(flips(orders)) == {("a", "b"), ("a", "c")}
 
 
 def test_worlds_expand_into_one_sweep_each(tmp_path: Path):

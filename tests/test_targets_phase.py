@@ -12,7 +12,6 @@ import statistics
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.helpers import folder_state, metric_rows, one_line_error, sweep_cli, tiny_sweep
 from tvr_convbench.bench import trainer
@@ -21,18 +20,6 @@ from tvr_convbench.bench.cli import main
 REFERENCE = {"source": "reference", "seeds": [100, 101], "fractions": [0.5, 0.9]}
 REFERENCE_RUNS = ["meanp-s100", "meanp-s101", "seqtransf-s100", "seqtransf-s101"]
 SCORED_RUNS = ["meanp-s0", "seqtransf-s0"]
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("proxy-cache")
 
 
 def record_starts(monkeypatch: pytest.MonkeyPatch, targets: Path) -> list[tuple[str, str, bool]]:

@@ -23,13 +23,6 @@ from tvr_convbench.methods import METHODS, list_methods
 from tvr_convbench.methods.base import Losses
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)  # the runs set num_threads 1 in this process
-
-
 def brute_force_recall(sim: torch.Tensor) -> dict[str, float]:
     """The oracle: the rank of pair i is the number of other items scoring at least as high as it (a tie counts
     against the positive, as in evaluation); R@K = 100 x the share of ranks below K."""

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tests.helpers import folder_state, one_line_error, sweep_cli, tiny_sweep
 from tvr_convbench.bench import trainer
@@ -23,18 +22,6 @@ from tvr_convbench.bench.tuning import SelectionRule, TuningConfig, choose
 INF = math.inf
 GRID = {"lr": [1.0e-4, 1.0e-3, 1.0e-2]}
 TRIALS = [{"lr": 1.0e-4}, {"lr": 1.0e-3}, {"lr": 1.0e-2}]
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)  # the runs set num_threads 1 in this process
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("proxy-cache")
 
 
 def tuning(**rule: str) -> TuningConfig:

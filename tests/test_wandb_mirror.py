@@ -69,11 +69,6 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         wandb.teardown()
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("proxy-cache")
-
-
 def write_sweep(folder: Path, cache: Path, mode: str = "offline", methods: str = TWO, name: str = "tiny") -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(SWEEP.format(cache=cache, mode=mode, methods=methods))

@@ -22,12 +22,13 @@ AXIS_WORDS = {"steps": ("optimizer steps", "steps"), "seconds": ("train seconds"
 
 
 def order_by_time(analysis: Any, target: str, axis: str) -> list[str]:
-    """Methods by median time to ``target`` (first reading, then interpolated); misses last."""
+    """Methods by median time to ``target`` (first reading, then interpolated); among equal medians (those
+    censored, at infinity, above all) the one that missed it in fewer runs first."""
 
-    def key(method: str) -> tuple[float, float]:
+    def key(method: str) -> tuple[float, float, int]:
         first = ttt_row(analysis.ttt_index, method, target, axis)
         interp = ttt_row(analysis.ttt_index, method, target, axis, "interpolated")
-        return (first.point if first else math.inf, interp.point if interp else math.inf)
+        return (first.point, interp.point if interp else math.inf, first.censored)
 
     return sorted((m for m in analysis.log.labels if ttt_row(analysis.ttt_index, m, target, axis)), key=key)
 

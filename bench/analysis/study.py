@@ -4,7 +4,9 @@ A study's ``worlds`` run as sweeps ``<study>-<world>``, each with its own tuning
 - the AlgoPerf performance profile over every workload, a workload being (world, target): per workload the
   median over seeds of the time to target, ratios to the fastest method, failed or missed = ∞;
 - per world, the methods ordered by median steps (and train seconds) to the headline target, and whether that
-  ordering holds in every world, or where it flips (the pairs whose order differs from the first world's);
+  ordering holds in every world, or where it flips: the pairs of methods one world orders one way and another world
+  the other way (a method that missed the target, median infinity, comes after every method that reached it; two
+  that both missed are not ordered);
 - Findings generated from those tables, then a table per world and the profile figure.
 Each world's own report (``reports/<study>-<world>/report.md``) holds its details.
 """
@@ -105,27 +107,48 @@ def order_text(analysis: Analysis, axis: str) -> str:
     return text + (f"; missed: {', '.join(gone)}" if gone else "")
 
 
-def flips(reference: list[str], other: list[str]) -> list[tuple[str, str]]:
-    """Pairs (a, b), both reached in both worlds, with a before b in ``reference`` but after it in ``other``."""
-    position = {m: i for i, m in enumerate(other)}
-    both = [m for m in reference if m in position]
-    return [(a, b) for a, b in itertools.combinations(both, 2) if position[a] > position[b]]
+def compare(x: tuple[float, float], y: tuple[float, float]) -> int:
+    """-1 when ``x`` is sooner, 1 when ``y`` is, 0 when neither (equal medians; both missed)."""
+    return 0 if x == y else (-1 if x < y else 1)
+
+
+def pair_orders(timed: dict[str, dict[str, tuple[float, float]]]) -> dict[tuple[str, str], dict[str, int]]:
+    """For every pair of methods (a, b), per world (``timed``: world -> method -> times, as ``times`` gives
+    them): -1 when a reaches the target sooner, 1 when b does, 0 when the world cannot order them. A method that
+    missed it (median infinity) comes after every method that reached it."""
+    labels = list(dict.fromkeys(m for t in timed.values() for m in t))
+    return {
+        (a, b): {w: compare(t[a], t[b]) for w, t in timed.items() if a in t and b in t}
+        for a, b in itertools.combinations(labels, 2)
+    }
+
+
+def flips(orders: dict[tuple[str, str], dict[str, int]]) -> dict[tuple[str, str], dict[str, int]]:
+    """The pairs that one world orders one way and another world the other way."""
+    return {pair: o for pair, o in orders.items() if {-1, 1} <= set(o.values())}
+
+
+def flip_text(pair: tuple[str, str], order: dict[str, int]) -> str:
+    a, b = pair
+    sooner = {v: ", ".join(w for w, x in order.items() if x == v) for v in (-1, 1)}
+    return f"{a} before {b} in {sooner[-1]}, {b} before {a} in {sooner[1]}"
 
 
 def ordering_finding(study: Study, axis: str) -> str:
     words = {"steps": "optimizer steps", "seconds": "train seconds"}[axis]
-    orders = {w: ordering(a, axis) for w, a in study.analyses.items()}
-    first_world, first = next(iter(orders.items()))
-    target = headline_target(study.analyses[first_world].targets)
-    head = f"**Ordering in {words} to the {target} target** ({order_text(study.analyses[first_world], axis)} in "
-    head += f"{first_world}; among the methods that reached it in both worlds)"
-    changed = {w: flips(first, order) for w, order in orders.items() if w != first_world}
-    changed = {w: pairs for w, pairs in changed.items() if pairs}
+    orders = pair_orders({w: times(a, axis) for w, a in study.analyses.items()})
+    ordered = {pair: o for pair, o in orders.items() if any(o.values())}
+    target = headline_target(next(iter(study.analyses.values())).targets)
+    head = (
+        f"**Ordering in {words} to the {target} target** (medians over seeds per world; a method that missed it "
+        f"comes after every method that reached it; {len(ordered)} pairs of methods ordered in at least one world)"
+    )
+    changed = flips(ordered)
     if not changed:
-        return f"{head}: it holds in every world ({', '.join(orders)})."
-    parts = [f"{w} ({'; '.join(f'{b} before {a}' for a, b in pairs[:4])})" for w, pairs in changed.items()]
-    holds = [w for w in orders if w not in changed]
-    return f"{head}: it holds in {', '.join(holds)}; it flips in " + ", ".join(parts) + "."
+        return f"{head}: it holds in every world ({', '.join(study.worlds)}): no pair changes order."
+    parts = [flip_text(pair, order) for pair, order in list(changed.items())[:4]]
+    more = f"; and {len(changed) - 4} more pairs" if len(changed) > 4 else ""
+    return f"{head}: it flips for {len(changed)} of them: " + "; ".join(parts) + more + "."
 
 
 def leader_finding(study: Study) -> str:
