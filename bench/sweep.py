@@ -329,10 +329,8 @@ def fix_sweep_selection(sweep: SweepConfig, sweep_dir: Path, targets, bar: Sweep
     """Write ``selection.json`` (each method's tuned setting) after the targets, before the first scored run."""
     from tvr_convbench.bench.selection import fix_selection, read_selection
 
-    if not sweep.tuning.enabled:
-        return None
-    existing = read_selection(sweep, sweep_dir)
-    if existing is not None:
+    existing = read_selection(sweep, sweep_dir)  # None without a tuning section
+    if existing is not None or not sweep.tuning.enabled:
         return existing
     selection = fix_selection(sweep, sweep_dir, targets)
     for label, choice in selection.choices.items():
